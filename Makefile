@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine with Python >= 3.10 and pip:
+#   make study   # create .venv if missing, install, run the default study (snakemake --cores all)
+#   make test    # create .venv if missing, install, run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mtl3d-installed
+
+.PHONY: study test test-all lint env clean-env
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null 2>&1 || true
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+study: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores all
+
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not slow and not gpu" -q
+
+test-all: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean-env:
+	rm -rf $(VENV)

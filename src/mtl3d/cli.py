@@ -1,0 +1,146 @@
+"""The ``mtl3d`` command: data / train / evaluate / report / models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from mtl3d.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Multi-task dense prediction with a 3D-aware regularizer.")
+data_app = typer.Typer(no_args_is_help=True, help="Download and prepare datasets.")
+app.add_typer(data_app, name="data")
+
+
+def _set_nested(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: Annotated[str, typer.Argument(help="dataset name, e.g. synthrooms")],
+    root: Annotated[Path, typer.Option(help="output directory")] = Path("data/processed/synthrooms"),
+    scenes: Annotated[int, typer.Option(help="number of scenes")] = 200,
+    views: Annotated[int, typer.Option(help="views per scene")] = 3,
+    height: Annotated[int, typer.Option()] = 96,
+    width: Annotated[int, typer.Option()] = 128,
+    seed: Annotated[int, typer.Option()] = 0,
+    val_fraction: Annotated[float, typer.Option(help="fraction of scenes in the val split")] = 0.2,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing different dataset")] = False,
+) -> None:
+    """Write the processed layout + manifest.json (SynthRooms is generated here, deterministically)."""
+    from mtl3d.data.registry import prepare_dataset
+
+    man = prepare_dataset(dataset, root, scenes=scenes, views=views, height=height, width=width, seed=seed,
+                          val_fraction=val_fraction, overwrite=overwrite)
+    counts = ", ".join(f"{k} {v}" for k, v in man.get("splits", {}).items())
+    typer.echo(f"{dataset} ready at {root} ({counts} views)")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="run directory (re-running resumes it)")],
+    dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
+    data_root: Annotated[str | None, typer.Option(help="prepared dataset directory")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (mtl3d models lists them)")] = None,
+    backbone: Annotated[str | None, typer.Option(help="timm backbone")] = None,
+    tasks: Annotated[str | None, typer.Option(help="comma-separated tasks")] = None,
+    regularizer: Annotated[bool | None, typer.Option("--regularizer/--no-regularizer",
+                                                     help="add the 3D-aware regularizer")] = None,
+    iters: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config; options given here override it")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.01")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train one run (or resume it, or do nothing if it is finished)."""
+    from mtl3d import config as C
+    from mtl3d.engine.trainer import train as run_train
+
+    over: dict[str, Any] = {}
+    for key, val in {"data.dataset": dataset, "data.root": data_root, "model.name": model,
+                     "model.backbone": backbone, "tasks": tasks.split(",") if tasks else None,
+                     "regularizer.enabled": regularizer, "iters": iters, "batch_size": batch_size,
+                     "optim.lr": lr, "seed": seed, "device": device}.items():
+        if val is not None:
+            _set_nested(over, key, val)
+    for item in set_ or []:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        _set_nested(over, k.strip(), yaml.safe_load(v))
+    cfg = C.load(config, over)
+    run_train(cfg, out, progress=not quiet)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
+    split: Annotated[str | None, typer.Option(help="split to evaluate (default: the config's eval split)")] = None,
+    data_root: Annotated[str | None, typer.Option(help="override the dataset location")] = None,
+    device: Annotated[str | None, typer.Option()] = None,
+    quiet: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Write RUN_DIR/metrics.json and a few predictions under RUN_DIR/predictions/."""
+    from mtl3d.engine.evaluator import evaluate as run_eval
+
+    rep = run_eval(run_dir, split=split, data_root=data_root, device=device, progress=not quiet)
+    for task, vals in rep["metrics"].items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in vals.items() if isinstance(v, float) and "/" not in k)
+        typer.echo(f"{task:8s} {shown}")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    from mtl3d.models import list_models
+
+    typer.echo("\n".join(list_models()))
+
+
+def _mount_optional() -> None:
+    try:
+        from mtl3d.reporting.cli import app as report_app
+    except ImportError:
+        return
+    app.add_typer(report_app, name="report", help="Collect results into tables and figures.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        if isinstance(e, click.exceptions.Exit):
+            raise SystemExit(e.exit_code) from None
+        if isinstance(e, click.exceptions.Abort):
+            raise SystemExit(1) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""One typed config for a run: dataclasses, loaded from YAML, merged with CLI overrides, validated.
+
+Unknown keys and wrongly typed values fail with a one-line ``UserError`` naming the key, so a typo in
+a YAML file never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl3d.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthrooms"
+    root: str = "data/processed/synthrooms"
+    height: int | None = None  # None: the dataset's native size
+    width: int | None = None
+    train_split: str = "train"
+    eval_split: str = "val"
+    hflip: bool = True  # training augmentation (K and normals follow)
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mtl"
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    head_channels: int = 64
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    poly_power: float = 0.9  # poly schedule per iteration, to 0 at the last step
+    grad_clip: float | None = 10.0
+
+
+@dataclass
+class RegularizerConfig:
+    """The 3D-aware regularizer (training-only branch). See docs/regularizer.md for every default."""
+
+    enabled: bool = False
+    feat_source: str = "fused"  # fused: all encoder scales resized to the finest and concatenated
+    plane_ch: int = 32
+    plane_res: list[int] | None = None  # [H, W] of the planes; None = render resolution
+    plane_agg: str = "prod"  # prod | sum | concat
+    plane_hidden: int = 128  # width of the plane encoder's Conv3x3 (docs/regularizer.md: cost)
+    hidden: int = 64
+    feat_dim: int = 64
+    camera: str = "pinhole"  # pinhole (uses the dataset's K) | ortho (rays parallel to z)
+    near: float | None = None  # None: the dataset's default
+    far: float | None = None
+    n_samples: int = 32
+    spacing: str = "linear"  # linear | inverse
+    stratified: bool = True  # jitter samples during training
+    render_stride: int = 8  # render resolution = input resolution / stride
+    alpha: float = 1.0  # weight of every rendered-task loss (on top of the task weight)
+    task_alpha: dict[str, float] = field(default_factory=dict)  # per-task override
+    depth_supervision: float = 0.0  # weight of expected-termination depth loss (0 = off)
+    cross_view: bool = False
+    cross_view_tasks: list[str] = field(default_factory=lambda: ["depth"])
+    cross_view_alpha: float = 1.0
+    chunk_rays: int = 16384
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: list[str] = field(default_factory=lambda: ["semseg", "depth", "normals", "edges"])
+    task_weights: dict[str, float] = field(default_factory=dict)  # missing task -> 1.0
+    losses: dict[str, str] = field(default_factory=dict)  # task -> loss name override
+    edge_pos_weight: float = 0.95
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    iters: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    log_every: int = 10
+    ckpt_every: int = 100
+    eval_batch_size: int = 8
+    n_saved_predictions: int = 4
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _check_value(path: str, tp: Any, value: Any) -> Any:
+    """Validate ``value`` against the annotation ``tp``; return it (ints promoted to float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_value(path, a, value)
+            except UserError as e:
+                errors.append(str(e))
+        raise UserError(errors[0] if errors else f"config key {path!r}: bad value {value!r}")
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key {path!r} must be a mapping, got {value!r}")
+        return _from_dict(tp, value, path + ".")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {path!r} must be a list, got {value!r}")
+        return [_check_value(f"{path}[{i}]", args[0], v) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key {path!r} must be a mapping, got {value!r}")
+        return {str(k): _check_value(f"{path}.{k}", args[1], v) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key {path!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key {path!r} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key {path!r} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key {path!r} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise UserError(
+                f"unknown config key {prefix + str(key)!r}; valid keys here: {', '.join(sorted(names))}"
+            )
+    kwargs = {k: _check_value(prefix + k, hints[k], v) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    cfg = _from_dict(TrainConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"config file {p} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults ← YAML file ← overrides (nested dicts), then validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_yaml(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+    return from_dict(data)
+
+
+def validate(cfg: TrainConfig) -> None:
+    from mtl3d.tasks import parse_tasks
+
+    cfg.tasks = parse_tasks(cfg.tasks)
+    for t in list(cfg.task_weights) + list(cfg.losses) + list(cfg.regularizer.task_alpha):
+        if t not in cfg.tasks:
+            raise UserError(f"config names task {t!r} which is not in tasks ({', '.join(cfg.tasks)})")
+    if cfg.iters < 1 or cfg.batch_size < 1:
+        raise UserError("config keys 'iters' and 'batch_size' must be >= 1")
+    if cfg.optim.name not in ("adam", "sgd"):
+        raise UserError(f"config key 'optim.name': unknown optimizer {cfg.optim.name!r}; valid: adam, sgd")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"config key 'device': {cfg.device!r}; valid: auto, cpu, cuda")
+    r = cfg.regularizer
+    if r.plane_agg not in ("prod", "sum", "concat"):
+        raise UserError(f"config key 'regularizer.plane_agg': {r.plane_agg!r}; valid: concat, prod, sum")
+    if r.camera not in ("pinhole", "ortho"):
+        raise UserError(f"config key 'regularizer.camera': {r.camera!r}; valid: ortho, pinhole")
+    if r.spacing not in ("linear", "inverse"):
+        raise UserError(f"config key 'regularizer.spacing': {r.spacing!r}; valid: inverse, linear")
+
+
+def task_weight(cfg: TrainConfig, task: str) -> float:
+    return cfg.task_weights.get(task, 1.0)
+
+
+def save(cfg: TrainConfig, path: str | Path) -> None:
+    from mtl3d.engine.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

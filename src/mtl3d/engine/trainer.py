@@ -1,0 +1,335 @@
+"""Training: one run = (dataset, model, regularizer on/off, seed, settings) -> a run directory.
+
+Resumability is exact on CPU: the batch of step ``k`` (its samples and their augmentation seeds)
+is a pure function of ``(seed, k)``, and a checkpoint holds model, branch, optimizer, schedule,
+step and RNG state. The training log is flushed together with each checkpoint, so after a kill
+the log never holds steps the checkpoint does not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from mtl3d import config as C
+from mtl3d.data.registry import create_dataset, get_dataset_info, near_far
+from mtl3d.engine.checkpoint import (
+    atomic_torch_save,
+    atomic_write_text,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from mtl3d.errors import UserError
+from mtl3d.losses import multitask_loss
+from mtl3d.models import create_model
+from mtl3d.tasks import get_task
+
+# Keys that may differ when re-running a command on an existing run dir (they do not change
+# what is trained); anything else differing means the user pointed at the wrong directory.
+_RESUME_FREE_KEYS = ("data.root", "data.num_workers", "device", "log_every", "ckpt_every",
+                     "eval_batch_size", "n_saved_predictions", "regularizer.chunk_rays")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("config asks for device 'cuda' but CUDA is not available; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StepSampler(Sampler[list[tuple[int, int]]]):
+    """Yields, for steps ``start..iters-1``, the batch of ``(index, augmentation seed)`` pairs.
+
+    Sample number ``p = step·B·world + rank·B + j`` walks through per-epoch permutations, each
+    drawn from a generator seeded by (seed, epoch): no state to save, exact on resume.
+    """
+
+    def __init__(self, n: int, batch: int, iters: int, seed: int, start: int = 0,
+                 dist: DistInfo | None = None) -> None:
+        self.n, self.batch, self.iters, self.seed, self.start = n, batch, iters, seed, start
+        self.dist = dist or DistInfo()
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                self.seed * 7919 + epoch))}
+        return self._perms[epoch]
+
+    def batch_at(self, step: int) -> list[tuple[int, int]]:
+        out = []
+        base = step * self.batch * self.dist.world_size + self.dist.rank * self.batch
+        for j in range(self.batch):
+            p = base + j
+            idx = int(self._perm(p // self.n)[p % self.n])
+            out.append((idx, (self.seed * 1_000_003 + p) % 2**62))
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.iters):
+            yield self.batch_at(step)
+
+    def __len__(self) -> int:
+        return max(0, self.iters - self.start)
+
+
+def poly_lambda(iters: int, power: float):
+    return lambda step: max(0.0, 1.0 - step / iters) ** power
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("task_weights", "losses", "task_alpha"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_same_run(saved: dict[str, Any], cfg: C.TrainConfig, path: Path) -> None:
+    a, b = _flatten(saved), _flatten(C.to_dict(cfg))
+    for key in sorted(set(a) | set(b)):
+        if key in _RESUME_FREE_KEYS or a.get(key) == b.get(key):
+            continue
+        raise UserError(
+            f"run dir {path.parent} holds a run with a different config ({key}: {a.get(key)!r} there, "
+            f"{b.get(key)!r} now); use another --out or delete that directory"
+        )
+
+
+class Run:
+    """Everything a training run builds from its config: data, model, branch, optimiser."""
+
+    def __init__(self, cfg: C.TrainConfig, dist: DistInfo | None = None) -> None:
+        self.cfg = cfg
+        self.dist = dist or DistInfo()
+        self.device = resolve_device(cfg.device)
+        info = get_dataset_info(cfg.data.dataset)
+        reg = cfg.regularizer
+        cross_view = reg.enabled and reg.cross_view
+        if cross_view and not info.multiview:
+            raise UserError(f"regularizer.cross_view needs multi-view data; {info.name} has none")
+        size = (cfg.data.height, cfg.data.width) if cfg.data.height and cfg.data.width else None
+        self.train_set = create_dataset(info.name, cfg.data.root, cfg.data.train_split, cfg.tasks,
+                                        train=True, size=size, hflip=cfg.data.hflip, multiview=cross_view)
+        self.num_classes = self.train_set.num_classes
+        seed_everything(cfg.seed)
+        self.model = create_model(cfg.model.name, cfg.tasks, self.num_classes, cfg.model.backbone,
+                                  cfg.model.pretrained, head_channels=cfg.model.head_channels).to(self.device)
+        self.branch: nn.Module | None = None
+        if reg.enabled:
+            self.branch = build_branch(cfg, self.model, self.num_classes).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        params = list(self.model.parameters()) + (list(self.branch.parameters()) if self.branch else [])
+        o = cfg.optim
+        if o.name == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(cfg.iters, o.poly_power))
+        self.weights = {t: C.task_weight(cfg, t) for t in cfg.tasks}
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Host loss (+ regularizer loss) of one batch; keys: tasks, ``reg/...``, ``total``."""
+        cfg = self.cfg
+        image = batch["image"]
+        if self.device.type == "cuda":
+            image = image.contiguous(memory_format=torch.channels_last)
+        size = tuple(image.shape[-2:])
+        with self.autocast():
+            feats = self.model.encode(image)
+            preds = self.model.decode(feats, size)
+            out = multitask_loss(preds, batch, self.weights, losses=cfg.losses,
+                                 edge_pos_weight=cfg.edge_pos_weight)
+            if self.branch is not None:
+                rendered = self.branch(feats, batch["K"], size, neighbor=batch.get("neighbor"),
+                                       pose=batch.get("pose"))
+                reg = self.branch.loss(rendered, batch, self.weights, cfg.losses, cfg.edge_pos_weight)
+                out.update({k: v for k, v in reg.items() if k != "total"})
+                out["total"] = out["total"] + reg["total"]
+        return out
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        groups = (self.model.param_groups_for_clipping() if hasattr(self.model, "param_groups_for_clipping")
+                  else [list(self.model.parameters())])
+        if self.branch is not None:
+            groups = [*groups, list(self.branch.parameters())]
+        return groups
+
+    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.model.train()
+        if self.branch is not None:
+            self.branch.train()
+        out = self.losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["total"].backward()
+        if self.dist.enabled:
+            _allreduce_grads(self.model, self.branch, self.dist)
+        if self.cfg.optim.grad_clip:
+            for group in self.clip_groups():
+                torch.nn.utils.clip_grad_norm_(group, self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "model": self.model.state_dict(),
+            "branch": self.branch.state_dict() if self.branch is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "config": C.to_dict(self.cfg),
+            "num_classes": self.num_classes,
+        }
+
+    def load_state(self, ckpt: dict[str, Any]) -> int:
+        self.model.load_state_dict(ckpt["model"])
+        if self.branch is not None and ckpt.get("branch") is not None:
+            self.branch.load_state_dict(ckpt["branch"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        return int(ckpt["step"])
+
+
+def _allreduce_grads(model: nn.Module, branch: nn.Module | None, info: DistInfo) -> None:
+    # Plain gradient averaging instead of DistributedDataParallel: the trainer calls encode/decode
+    # and the optional training-only branch directly, which DDP's single-forward hooks do not fit.
+    import torch.distributed as dist
+
+    mods = [model] + ([branch] if branch is not None else [])
+    for m in mods:
+        for p in m.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= info.world_size
+
+
+def build_branch(cfg: C.TrainConfig, model: nn.Module, num_classes: int) -> nn.Module:
+    if not getattr(model, "supports_regularizer", True):
+        raise UserError(f"model {cfg.model.name!r} has no shared encoder; the 3D-aware regularizer needs one")
+    from mtl3d.regularizer.branch import RegularizerBranch
+
+    near, far = near_far(cfg.data.dataset, cfg.data.root)
+    reg = cfg.regularizer
+    near = reg.near if reg.near is not None else near
+    far = reg.far if reg.far is not None else far
+    channels = {t: get_task(t).out_channels(num_classes) for t in cfg.tasks}
+    return RegularizerBranch(reg, list(model.feature_channels), channels, near, far)
+
+
+LOG_FIELDS_FIXED = ("step", "lr", "time_s")
+
+
+def _log_csv(rows: list[dict[str, float]]) -> str:
+    keys: list[str] = list(LOG_FIELDS_FIXED)
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    return [r for r in rows if r["step"] <= upto]
+
+
+def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
+    """Train (or resume, or do nothing if finished) the run in ``out_dir``; returns ``out_dir``."""
+    out = Path(out_dir)
+    ckpt_path, log_path, done_path, cfg_path = (out / "last.pt", out / "train_log.csv", out / "done",
+                                                out / "config.yaml")
+    if cfg_path.is_file():
+        check_same_run(C.read_yaml(cfg_path), cfg, cfg_path)
+    if done_path.is_file() and ckpt_path.is_file():
+        if progress:
+            print(f"{out}: already trained ({cfg.iters} iterations); nothing to do")
+        return out
+    dist = init_distributed(resolve_device(cfg.device).type)
+    try:
+        run = Run(cfg, dist)
+        start = 0
+        if ckpt_path.is_file():
+            start = run.load_state(load_checkpoint(ckpt_path))
+        elif dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            C.save(cfg, cfg_path)
+        rows = _read_log(log_path, start)
+        elapsed = rows[-1]["time_s"] if rows else 0.0
+        sampler = StepSampler(len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist)
+        loader = DataLoader(run.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                            pin_memory=run.device.type == "cuda")
+        bar = tqdm(total=cfg.iters, initial=start, desc=f"train {out.name}", disable=not (progress and dist.is_main),
+                   dynamic_ncols=True)
+        t0 = time.perf_counter() - elapsed
+        step = start
+        for batch in loader:
+            lr = run.optimizer.param_groups[0]["lr"]
+            losses = run.step(to_device(batch, run.device))
+            step += 1
+            if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
+                raise UserError(f"loss became non-finite at step {step} ({losses}); lower the learning rate")
+            if step % cfg.log_every == 0 or step == cfg.iters:
+                rows.append({"step": step, "lr": lr, "time_s": time.perf_counter() - t0,
+                             **{f"loss/{k}": v for k, v in losses.items()}})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if "/" not in k})
+            bar.update(1)
+            if dist.is_main and (step % cfg.ckpt_every == 0 or step == cfg.iters):
+                atomic_torch_save(ckpt_path, run.state(step))
+                atomic_write_text(log_path, _log_csv(rows))
+        bar.close()
+        if dist.is_main:
+            if step < cfg.iters:  # defensive: the sampler always yields up to iters
+                raise RuntimeError("training ended early")
+            atomic_write_text(done_path, f"{cfg.iters}\n")
+        barrier(dist)
+    finally:
+        cleanup(dist)
+    return out

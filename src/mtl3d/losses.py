@@ -1,0 +1,117 @@
+"""Per-task losses and the weighted multi-task sum (returns ``{task: value, ..., "total": value}``).
+
+Every loss takes the head's raw output (logits) at label resolution and the dataset's label, and
+masks invalid pixels with the task's ignore value (see ``mtl3d.tasks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mtl3d.errors import UserError
+from mtl3d.tasks import get_task
+
+
+def cross_entropy(pred: Tensor, target: Tensor, ignore: int = 255) -> Tensor:
+    if not (target != ignore).any():
+        return pred.sum() * 0.0  # all-ignore batch: zero loss that still has a grad_fn
+    return F.cross_entropy(pred.float(), target.long(), ignore_index=ignore)
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    n = mask.sum()
+    return (x * mask).sum() / n.clamp(min=1)
+
+
+def depth_l1(pred: Tensor, target: Tensor) -> Tensor:
+    mask = (target > 0).float()
+    return _masked_mean((pred.float() - target).abs(), mask)
+
+
+def depth_berhu(pred: Tensor, target: Tensor) -> Tensor:
+    """Reverse Huber: L1 below c, scaled L2 above; c = 0.2·max|err| over the batch (Laina et al.)."""
+    mask = target > 0
+    err = (pred.float() - target).abs()
+    if not mask.any():
+        return pred.sum() * 0.0
+    c = (0.2 * err[mask].max()).clamp(min=1e-6).detach()
+    loss = torch.where(err <= c, err, (err**2 + c**2) / (2 * c))
+    return _masked_mean(loss, mask.float())
+
+
+def _normal_mask(target: Tensor) -> Tensor:
+    return (target.abs().sum(dim=1, keepdim=True) > 0).float()
+
+
+def normals_l1(pred: Tensor, target: Tensor) -> Tensor:
+    """L1 between the L2-normalised prediction and the unit GT, mean over valid channel elements."""
+    mask = _normal_mask(target).expand_as(target)
+    return _masked_mean((F.normalize(pred.float(), dim=1) - target).abs(), mask)
+
+
+def normals_cosine(pred: Tensor, target: Tensor) -> Tensor:
+    mask = _normal_mask(target)
+    cos = (F.normalize(pred.float(), dim=1) * target).sum(dim=1, keepdim=True)
+    return _masked_mean(1.0 - cos, mask)
+
+
+def balanced_bce(pred: Tensor, target: Tensor, pos_weight: float = 0.95, ignore: float = 255) -> Tensor:
+    """Mean of ``w·BCE`` on positives and ``(1−w)·BCE`` on negatives over non-ignored pixels."""
+    valid = (target != ignore).float()
+    t = (target == 1).float()
+    bce = F.binary_cross_entropy_with_logits(pred.float(), t, reduction="none")
+    w = t * pos_weight + (1 - t) * (1 - pos_weight)
+    return _masked_mean(w * bce, valid)
+
+
+def task_loss(
+    task: str,
+    pred: Tensor,
+    target: Tensor,
+    *,
+    loss: str | None = None,
+    edge_pos_weight: float = 0.95,
+) -> Tensor:
+    """The loss of one task; ``loss`` overrides the task's default (e.g. ``berhu``, ``cosine``)."""
+    spec = get_task(task)
+    name = loss or spec.loss
+    if pred.shape[-2:] != target.shape[-2:]:
+        pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    if name == "ce":
+        return cross_entropy(pred, target, int(spec.ignore_value))
+    if name in ("l1", "l1_normalized") and task == "depth":
+        return depth_l1(pred, target)
+    if name == "berhu":
+        return depth_berhu(pred, target)
+    if name == "l1_normalized":
+        return normals_l1(pred, target)
+    if name == "cosine":
+        return normals_cosine(pred, target)
+    if name == "balanced_bce":
+        return balanced_bce(pred, target, edge_pos_weight)
+    raise UserError(f"unknown loss {name!r} for task {task!r}; valid: {', '.join(spec.loss_options or (spec.loss,))}")
+
+
+def multitask_loss(
+    preds: Mapping[str, Tensor],
+    batch: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+    *,
+    losses: Mapping[str, str] | None = None,
+    edge_pos_weight: float = 0.95,
+) -> dict[str, Tensor]:
+    """Weighted sum over ``weights``' tasks; the returned per-task values are unweighted."""
+    out: dict[str, Tensor] = {}
+    total = None
+    for task, w in weights.items():
+        value = task_loss(
+            task, preds[task], batch[task], loss=(losses or {}).get(task), edge_pos_weight=edge_pos_weight
+        )
+        out[task] = value
+        total = w * value if total is None else total + w * value
+    out["total"] = total if total is not None else torch.zeros(())
+    return out

@@ -1,0 +1,74 @@
+"""Task registry: everything about a dense task in one place (channels, ignore value, loss, metric, Δm)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mtl3d.errors import unknown_name
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One dense prediction task.
+
+    ``channels`` is the number of output channels of a head (for classification tasks: classes; the
+    dataset may override it through ``num_classes``). ``delta_metric`` is the metric Δm uses and
+    ``lower_is_better`` its direction (survey Eq. 10).
+    """
+
+    name: str
+    kind: str  # "classification" | "regression" | "binary"
+    channels: int
+    ignore_value: float | None
+    loss: str
+    delta_metric: str
+    lower_is_better: bool
+    label_dtype: str = "float32"
+    loss_options: tuple[str, ...] = field(default=())
+
+    def out_channels(self, num_classes: int | None = None) -> int:
+        if self.kind == "classification":
+            if num_classes is None:
+                raise ValueError(f"task {self.name} needs the dataset's number of classes")
+            return num_classes
+        return self.channels
+
+
+TASKS: dict[str, TaskSpec] = {
+    "semseg": TaskSpec(
+        "semseg", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"
+    ),
+    "depth": TaskSpec("depth", "regression", 1, 0.0, "l1", "rmse", True, loss_options=("l1", "berhu")),
+    "normals": TaskSpec(
+        "normals", "regression", 3, 0.0, "l1_normalized", "mean", True,
+        loss_options=("l1_normalized", "cosine"),
+    ),
+    "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", False),
+    # PASCAL-Context tasks (datasets added later).
+    "human_parts": TaskSpec(
+        "human_parts", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"
+    ),
+    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "maxF", False),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise unknown_name("task", name, list(TASKS)) from None
+
+
+def parse_tasks(tasks: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Accept ``"semseg,depth"`` or a list; validate every name; keep order, drop duplicates."""
+    names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    out: list[str] = []
+    for n in names:
+        if not n:
+            continue
+        get_task(n)
+        if n not in out:
+            out.append(n)
+    if not out:
+        raise unknown_name("task", "", list(TASKS))
+    return out

@@ -1,0 +1,46 @@
+import pytest
+
+from mtl3d import config as C
+from mtl3d.errors import UserError
+
+
+def test_defaults_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  name: stl\noptim:\n  lr: 1\ntasks: [semseg, depth]\n")
+    cfg = C.load(p, {"optim": {"name": "sgd"}, "seed": 3})
+    assert cfg.model.name == "stl" and cfg.model.backbone == "resnet18"
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and cfg.optim.name == "sgd"
+    assert cfg.tasks == ["semseg", "depth"] and cfg.seed == 3
+
+
+def test_roundtrip(tmp_path):
+    cfg = C.load(None, {"regularizer": {"enabled": True, "task_alpha": {"depth": 2.0}}, "tasks": ["depth"]})
+    C.save(cfg, tmp_path / "r.yaml")
+    assert C.load(tmp_path / "r.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"optim": {"lrr": 1}}, "'optim.lrr'"),
+        ({"iters": "many"}, "'iters' must be an integer"),
+        ({"regularizer": {"enabled": "yes"}}, "'regularizer.enabled'"),
+        ({"tasks": ["semseg", "dpeth"]}, "unknown task 'dpeth'"),
+        ({"task_weights": {"edges": 2.0}, "tasks": ["depth"]}, "task 'edges'"),
+        ({"regularizer": {"plane_agg": "max"}}, "plane_agg"),
+    ],
+)
+def test_bad_config_names_the_key(data, needle):
+    with pytest.raises(UserError, match=".*") as e:
+        C.from_dict(data)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_yaml_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        C.load(p)
+    with pytest.raises(UserError, match="not found"):
+        C.load(tmp_path / "nope.yaml")

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from mtl3d.errors import UserError
+from mtl3d.models import create_model, list_models
+
+TASKS = ["semseg", "depth", "normals", "edges"]
+
+
+def test_registry_lists_and_rejects_unknown():
+    assert {"mtl", "stl"} <= set(list_models())
+    with pytest.raises(UserError, match=r"unknown model 'mtll'; valid: .*mtl.*stl"):
+        create_model("mtll", TASKS, 5)
+    with pytest.raises(UserError, match="unknown backbone 'resnet17'.*did you mean"):
+        create_model("mtl", TASKS, 5, backbone="resnet17")
+    with pytest.raises(UserError, match="unknown task"):
+        create_model("mtl", ["sem"], 5)
+
+
+@pytest.mark.parametrize("name", ["mtl", "stl"])
+def test_encode_decode_contract(name):
+    m = create_model(name, TASKS, 7).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = m(x)
+        again = m.decode(m.encode(x), (64, 96))
+    shapes = {t: tuple(v.shape) for t, v in out.items()}
+    assert shapes == {"semseg": (2, 7, 64, 96), "depth": (2, 1, 64, 96), "normals": (2, 3, 64, 96),
+                      "edges": (2, 1, 64, 96)}
+    assert all(torch.equal(out[t], again[t]) for t in TASKS)
+    assert m.feature_strides == [4, 8, 16, 32] and m.feature_channels == [64, 128, 256, 512]
+
+
+def test_stl_is_one_network_per_task():
+    mtl = create_model("mtl", TASKS, 7)
+    stl = create_model("stl", TASKS, 7)
+    enc = sum(p.numel() for p in mtl.encoder.parameters())
+    n_mtl = sum(p.numel() for p in mtl.parameters())
+    n_stl = sum(p.numel() for p in stl.parameters())
+    assert n_stl == n_mtl + 3 * enc  # four encoders instead of one, same heads
+    # a task's output does not depend on other tasks' parameters
+    x = torch.randn(1, 3, 32, 32)
+    stl.eval()
+    before = stl(x)["depth"]
+    with torch.no_grad():
+        for p in stl.nets["semseg"].parameters():
+            p.add_(1.0)
+    assert torch.equal(stl(x)["depth"], before)
