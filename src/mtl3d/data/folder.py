@@ -129,7 +129,7 @@ class FolderDataset(Dataset):
             arr = _load_png(path) if ext == ".png" else _load_npy(path)
             if arr.shape[:2] != image.shape[:2]:
                 raise UserError(f"corrupt label file {path}: size {arr.shape[:2]} != image {image.shape[:2]}")
-            t = torch.from_numpy(np.ascontiguousarray(arr))
+            t = torch.from_numpy(np.array(arr, copy=True))
             if task in ("semseg", "human_parts"):
                 sample[task] = t.long()
             elif task == "normals":

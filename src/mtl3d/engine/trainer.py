@@ -289,9 +289,10 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
     if cfg_path.is_file():
         check_same_run(C.read_yaml(cfg_path), cfg, cfg_path)
     if done_path.is_file() and ckpt_path.is_file():
-        if progress:
-            print(f"{out}: already trained ({cfg.iters} iterations); nothing to do")
+        print(f"{out}: already trained ({cfg.iters} iterations); nothing to do")
         return out
+    for stale in out.glob(".*.tmp"):  # left by a write that was killed mid-way
+        stale.unlink(missing_ok=True)
     dist = init_distributed(resolve_device(cfg.device).type)
     try:
         run = Run(cfg, dist)
