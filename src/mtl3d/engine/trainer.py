@@ -180,8 +180,7 @@ class Run:
             out = multitask_loss(preds, batch, self.weights, losses=cfg.losses,
                                  edge_pos_weight=cfg.edge_pos_weight)
             if self.branch is not None:
-                rendered = self.branch(feats, batch["K"], size, neighbor=batch.get("neighbor"),
-                                       pose=batch.get("pose"))
+                rendered = self.branch(feats, batch["K"], size, neighbor=self.branch.neighbor_input(batch))
                 reg = self.branch.loss(rendered, batch, self.weights, cfg.losses, cfg.edge_pos_weight)
                 out.update({k: v for k, v in reg.items() if k != "total"})
                 out["total"] = out["total"] + reg["total"]
