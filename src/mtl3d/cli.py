@@ -121,25 +121,12 @@ _mount_optional()
 
 
 def main() -> None:
+    """Entry point: a user mistake is one line on stderr and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone mode: click reports usage errors itself and exits
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code) from None
-        if isinstance(e, click.exceptions.Exit):
-            raise SystemExit(e.exit_code) from None
-        if isinstance(e, click.exceptions.Abort):
-            raise SystemExit(1) from None
-        raise
 
 
 if __name__ == "__main__":

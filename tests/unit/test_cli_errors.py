@@ -1,0 +1,51 @@
+"""User mistakes end in one line on stderr and exit code 2 (no traceback)."""
+
+import sys
+
+import pytest
+
+from mtl3d.cli import main
+from tests.fakedata import make_fake_dataset
+
+
+def _run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["mtl3d", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    return e.value.code, err
+
+
+@pytest.fixture()
+def data(tmp_path):
+    return str(make_fake_dataset(tmp_path / "d"))
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--data-root", "{missing}", "--model", "mtl"], "run: mtl3d data prepare synthrooms --root"),
+        (["--data-root", "{data}", "--model", "foo"], "unknown model 'foo'; valid: mtl, stl"),
+        (["--data-root", "{data}", "--tasks", "semseg,saliency"], "has no labels for task(s) saliency"),
+        (["--data-root", "{data}", "--tasks", "semseg,dpth"], "unknown task 'dpth'; valid:"),
+        (["--data-root", "{data}", "--backbone", "resnet19"], "unknown backbone 'resnet19'"),
+        (["--data-root", "{data}", "--set", "optim.lrr=3"], "unknown config key 'optim.lrr'"),
+        (["--data-root", "{data}", "--model", "stl", "--regularizer"], "needs one"),
+        (["--data-root", "{data}", "--dataset", "nyu"], "unknown dataset 'nyu'; valid: synthrooms"),
+    ],
+)
+def test_train_user_errors(monkeypatch, capsys, tmp_path, data, args, needle):
+    args = [a.format(missing=tmp_path / "nope", data=data) for a in args]
+    code, err = _run(monkeypatch, capsys, "train", "--out", str(tmp_path / "run"), *args)
+    assert code == 2
+    assert needle in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_bad_config_file_and_evaluate_errors(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("optim:\n  lr: [1\n")
+    code, err = _run(monkeypatch, capsys, "train", "--out", str(tmp_path / "r"), "--config", str(bad))
+    assert code == 2 and "not valid YAML (line" in err
+    code, err = _run(monkeypatch, capsys, "evaluate", str(tmp_path / "nothing"))
+    assert code == 2 and "not a run directory" in err
