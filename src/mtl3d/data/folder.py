@@ -154,7 +154,7 @@ class FolderDataset(Dataset):
         if self.multiview:
             neighbors = self.manifest["views"][view_id].get("neighbors", [])
             if not neighbors:
-                raise UserError(f"view {view_id} of {self.name} has no neighbour view for multi-view training")
+                raise UserError(f"view {view_id} of {self.name} has no neighbour view (multi-view training)")
             sample["neighbor"] = self.load_view(neighbors[seed % len(neighbors)])
         if self.transform is not None:
             gen = torch.Generator().manual_seed(seed)
