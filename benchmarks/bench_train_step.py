@@ -34,9 +34,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         prepare(tmp, scenes=6, views=2, height=args.height, width=args.width, progress=False)
-        cfg = C.load(None, {"data": {"root": tmp}, "model": {"name": args.model, "backbone": args.backbone},
-                            "batch_size": args.batch_size, "iters": 10_000,
-                            "regularizer": {"enabled": args.regularizer}})
+        cfg = C.load(
+            None,
+            {
+                "data": {"root": tmp},
+                "model": {"name": args.model, "backbone": args.backbone},
+                "batch_size": args.batch_size,
+                "iters": 10_000,
+                "regularizer": {"enabled": args.regularizer},
+            },
+        )
         run = Run(cfg)
         sampler = StepSampler(len(run.train_set), args.batch_size, cfg.iters, cfg.seed)
         batch = torch.utils.data.default_collate([run.train_set[i] for i in sampler.batch_at(0)])
@@ -47,9 +54,11 @@ def main() -> None:
             if k >= args.warmup:
                 times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    print(f"{args.model}{'+3d' if args.regularizer else ''}/{args.backbone} batch {args.batch_size} "
-          f"{args.height}x{args.width}, {args.threads} threads: {1000 * med:.0f} ms/step "
-          f"(median of {args.steps}; min {1000 * min(times):.0f}, max {1000 * max(times):.0f})")
+    print(
+        f"{args.model}{'+3d' if args.regularizer else ''}/{args.backbone} batch {args.batch_size} "
+        f"{args.height}x{args.width}, {args.threads} threads: {1000 * med:.0f} ms/step "
+        f"(median of {args.steps}; min {1000 * min(times):.0f}, max {1000 * max(times):.0f})"
+    )
 
 
 if __name__ == "__main__":

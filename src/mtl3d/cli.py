@@ -11,8 +11,12 @@ import yaml
 
 from mtl3d.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Multi-task dense prediction with a 3D-aware regularizer.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Multi-task dense prediction with a 3D-aware regularizer.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Download and prepare datasets.")
 app.add_typer(data_app, name="data")
 
@@ -39,8 +43,17 @@ def data_prepare(
     """Write the processed layout + manifest.json (SynthRooms is generated here, deterministically)."""
     from mtl3d.data.registry import prepare_dataset
 
-    man = prepare_dataset(dataset, root, scenes=scenes, views=views, height=height, width=width, seed=seed,
-                          val_fraction=val_fraction, overwrite=overwrite)
+    man = prepare_dataset(
+        dataset,
+        root,
+        scenes=scenes,
+        views=views,
+        height=height,
+        width=width,
+        seed=seed,
+        val_fraction=val_fraction,
+        overwrite=overwrite,
+    )
     counts = ", ".join(f"{k} {v}" for k, v in man.get("splits", {}).items())
     typer.echo(f"{dataset} ready at {root} ({counts} views)")
 
@@ -53,15 +66,18 @@ def train(
     model: Annotated[str | None, typer.Option(help="model name (mtl3d models lists them)")] = None,
     backbone: Annotated[str | None, typer.Option(help="timm backbone")] = None,
     tasks: Annotated[str | None, typer.Option(help="comma-separated tasks")] = None,
-    regularizer: Annotated[bool | None, typer.Option("--regularizer/--no-regularizer",
-                                                     help="add the 3D-aware regularizer")] = None,
+    regularizer: Annotated[
+        bool | None, typer.Option("--regularizer/--no-regularizer", help="add the 3D-aware regularizer")
+    ] = None,
     iters: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; options given here override it")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.01")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.01")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train one run (or resume it, or do nothing if it is finished)."""
@@ -69,10 +85,19 @@ def train(
     from mtl3d.engine.trainer import train as run_train
 
     over: dict[str, Any] = {}
-    for key, val in {"data.dataset": dataset, "data.root": data_root, "model.name": model,
-                     "model.backbone": backbone, "tasks": tasks.split(",") if tasks else None,
-                     "regularizer.enabled": regularizer, "iters": iters, "batch_size": batch_size,
-                     "optim.lr": lr, "seed": seed, "device": device}.items():
+    for key, val in {
+        "data.dataset": dataset,
+        "data.root": data_root,
+        "model.name": model,
+        "model.backbone": backbone,
+        "tasks": tasks.split(",") if tasks else None,
+        "regularizer.enabled": regularizer,
+        "iters": iters,
+        "batch_size": batch_size,
+        "optim.lr": lr,
+        "seed": seed,
+        "device": device,
+    }.items():
         if val is not None:
             _set_nested(over, key, val)
     for item in set_ or []:
@@ -87,7 +112,9 @@ def train(
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
-    split: Annotated[str | None, typer.Option(help="split to evaluate (default: the config's eval split)")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="split to evaluate (default: the config's eval split)")
+    ] = None,
     data_root: Annotated[str | None, typer.Option(help="override the dataset location")] = None,
     device: Annotated[str | None, typer.Option()] = None,
     quiet: Annotated[bool, typer.Option()] = False,

@@ -93,7 +93,9 @@ def task_loss(
         return normals_cosine(pred, target)
     if name == "balanced_bce":
         return balanced_bce(pred, target, edge_pos_weight)
-    raise UserError(f"unknown loss {name!r} for task {task!r}; valid: {', '.join(spec.loss_options or (spec.loss,))}")
+    raise UserError(
+        f"unknown loss {name!r} for task {task!r}; valid: {', '.join(spec.loss_options or (spec.loss,))}"
+    )
 
 
 def multitask_loss(

@@ -35,12 +35,16 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "semseg": TaskSpec(
-        "semseg", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"
-    ),
+    "semseg": TaskSpec("semseg", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"),
     "depth": TaskSpec("depth", "regression", 1, 0.0, "l1", "rmse", True, loss_options=("l1", "berhu")),
     "normals": TaskSpec(
-        "normals", "regression", 3, 0.0, "l1_normalized", "mean", True,
+        "normals",
+        "regression",
+        3,
+        0.0,
+        "l1_normalized",
+        "mean",
+        True,
         loss_options=("l1_normalized", "cosine"),
     ),
     "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", False),

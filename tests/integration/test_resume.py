@@ -14,10 +14,37 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _cmd(root, out):
-    return [sys.executable, "-m", "mtl3d.cli", "train", "--dataset", "synthrooms", "--data-root", str(root),
-            "--model", "mtl", "--backbone", "resnet10t", "--iters", "12", "--batch-size", "2", "--seed", "5",
-            "--set", "ckpt_every=3", "--set", "log_every=1", "--set", "model.head_channels=8",
-            "--set", "data.hflip=true", "--quiet", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "mtl3d.cli",
+        "train",
+        "--dataset",
+        "synthrooms",
+        "--data-root",
+        str(root),
+        "--model",
+        "mtl",
+        "--backbone",
+        "resnet10t",
+        "--iters",
+        "12",
+        "--batch-size",
+        "2",
+        "--seed",
+        "5",
+        "--set",
+        "ckpt_every=3",
+        "--set",
+        "log_every=1",
+        "--set",
+        "model.head_channels=8",
+        "--set",
+        "data.hflip=true",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
 
 
 def _weights(run):
@@ -43,7 +70,9 @@ def test_sigkill_and_resume_gives_identical_weights(tmp_path):
     subprocess.run(_cmd(root, b), check=True, env=ENV)
     wa, wb = _weights(tmp_path / "a"), _weights(b)
     assert wb["step"] == 12 and (b / "done").exists()
-    assert not [p.name for p in b.iterdir() if p.name.endswith(".tmp")]  # a killed write's leftovers are swept
+    assert not [
+        p.name for p in b.iterdir() if p.name.endswith(".tmp")
+    ]  # a killed write's leftovers are swept
     for k, v in wa["model"].items():
         assert torch.equal(v, wb["model"][k]), k
     log = (b / "train_log.csv").read_text().splitlines()

@@ -8,8 +8,9 @@ from tests.fakedata import make_fake_dataset
 
 def test_sample_contract(tmp_path):
     root = make_fake_dataset(tmp_path / "d")
-    ds = create_dataset("synthrooms", root, "train", ["semseg", "depth", "normals", "edges"], train=False,
-                        multiview=True)
+    ds = create_dataset(
+        "synthrooms", root, "train", ["semseg", "depth", "normals", "edges"], train=False, multiview=True
+    )
     s = ds[0]
     assert s["image"].shape == (3, 24, 32) and s["image"].dtype == torch.float32
     assert s["semseg"].dtype == torch.int64 and s["depth"].shape == (1, 24, 32)

@@ -2,7 +2,15 @@ import math
 
 import torch
 
-from mtl3d.losses import balanced_bce, depth_berhu, depth_l1, multitask_loss, normals_cosine, normals_l1, task_loss
+from mtl3d.losses import (
+    balanced_bce,
+    depth_berhu,
+    depth_l1,
+    multitask_loss,
+    normals_cosine,
+    normals_l1,
+    task_loss,
+)
 
 
 def test_depth_l1_masks_invalid():

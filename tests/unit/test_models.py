@@ -25,8 +25,12 @@ def test_encode_decode_contract(name):
         out = m(x)
         again = m.decode(m.encode(x), (64, 96))
     shapes = {t: tuple(v.shape) for t, v in out.items()}
-    assert shapes == {"semseg": (2, 7, 64, 96), "depth": (2, 1, 64, 96), "normals": (2, 3, 64, 96),
-                      "edges": (2, 1, 64, 96)}
+    assert shapes == {
+        "semseg": (2, 7, 64, 96),
+        "depth": (2, 1, 64, 96),
+        "normals": (2, 3, 64, 96),
+        "edges": (2, 1, 64, 96),
+    }
     assert all(torch.equal(out[t], again[t]) for t in TASKS)
     assert m.feature_strides == [4, 8, 16, 32] and m.feature_channels == [64, 128, 256, 512]
 

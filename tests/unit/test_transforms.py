@@ -8,9 +8,15 @@ from mtl3d.data.transforms import build_transform, crop, hflip, resize, scale_in
 def _sample(h=12, w=16):
     K = torch.tensor([[20.0, 0, (w - 1) / 2 + 1.3], [0, 21.0, (h - 1) / 2 - 0.7], [0, 0, 1]])
     image = torch.rand(3, h, w)
-    return {"image": image, "semseg": torch.randint(0, 5, (h, w)), "depth": torch.rand(1, h, w) + 1,
-            "normals": torch.nn.functional.normalize(torch.randn(3, h, w), dim=0),
-            "edges": (torch.rand(1, h, w) > 0.5).float(), "K": K, "pose": torch.eye(4)}
+    return {
+        "image": image,
+        "semseg": torch.randint(0, 5, (h, w)),
+        "depth": torch.rand(1, h, w) + 1,
+        "normals": torch.nn.functional.normalize(torch.randn(3, h, w), dim=0),
+        "edges": (torch.rand(1, h, w) > 0.5).float(),
+        "K": K,
+        "pose": torch.eye(4),
+    }
 
 
 def _project(K, X):
@@ -85,7 +91,7 @@ def test_build_transform_flips_both_views_together_and_is_seeded():
     outs = [t(s, torch.Generator().manual_seed(k)) for k in range(8)]
     flips = [bool(o["K"][0, 2] != s["K"][0, 2]) for o in outs]
     assert any(flips) and not all(flips)
-    for o, fl in zip(outs, flips):
+    for o, fl in zip(outs, flips, strict=False):
         assert bool(o["neighbor"]["K"][0, 2] != s["neighbor"]["K"][0, 2]) == fl
     again = t(s, torch.Generator().manual_seed(3))
     assert torch.equal(again["image"], outs[3]["image"])

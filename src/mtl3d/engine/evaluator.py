@@ -66,9 +66,13 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def load_run(run_dir: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
     cfg_path, ckpt_path = run_dir / "config.yaml", run_dir / "last.pt"
     if not cfg_path.is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); train it with mtl3d train --out {run_dir}")
+        raise UserError(
+            f"{run_dir} is not a run directory (no config.yaml); train it with mtl3d train --out {run_dir}"
+        )
     if not (run_dir / "done").is_file():
-        raise UserError(f"run {run_dir} has not finished training; re-run its mtl3d train command to resume it")
+        raise UserError(
+            f"run {run_dir} has not finished training; re-run its mtl3d train command to resume it"
+        )
     return C.load(cfg_path), load_checkpoint(ckpt_path)
 
 
@@ -89,8 +93,14 @@ def evaluate(
     size = (cfg.data.height, cfg.data.width) if cfg.data.height and cfg.data.width else None
     dataset = create_dataset(info.name, cfg.data.root, split, cfg.tasks, train=False, size=size)
     num_classes = int(ckpt["num_classes"])
-    model = create_model(cfg.model.name, cfg.tasks, num_classes, cfg.model.backbone, False,
-                         head_channels=cfg.model.head_channels)
+    model = create_model(
+        cfg.model.name,
+        cfg.tasks,
+        num_classes,
+        cfg.model.backbone,
+        False,
+        head_channels=cfg.model.head_channels,
+    )
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
     branch = None
@@ -100,11 +110,17 @@ def evaluate(
         branch.to(dev).eval()
 
     metrics = {
-        t: create_metric(t, num_classes=num_classes, class_names=dataset.classes,
-                         **({"max_dist": info.edge_max_dist} if t == "edges" else {}))
+        t: create_metric(
+            t,
+            num_classes=num_classes,
+            class_names=dataset.classes,
+            **({"max_dist": info.edge_max_dist} if t == "edges" else {}),
+        )
         for t in cfg.tasks
     }
-    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+    loader = DataLoader(
+        dataset, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers
+    )
     pred_dir = run_dir / "predictions"
     n_save = cfg.n_saved_predictions
     saved = 0
@@ -132,8 +148,11 @@ def evaluate(
             if saved >= n_save:
                 break
             arrays: dict[str, np.ndarray] = {
-                "image": (denormalize_image(batch["image"][i : i + 1])[0].permute(1, 2, 0).cpu().numpy() * 255)
-                .round().astype(np.uint8)
+                "image": (
+                    denormalize_image(batch["image"][i : i + 1])[0].permute(1, 2, 0).cpu().numpy() * 255
+                )
+                .round()
+                .astype(np.uint8)
             }
             for t in cfg.tasks:
                 arrays[f"gt_{t}"] = batch[t][i].cpu().numpy()
@@ -148,7 +167,9 @@ def evaluate(
     results: dict[str, Any] = {}
     protocols: dict[str, str] = {}
     for t, m in metrics.items():
-        results[t] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()}
+        results[t] = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()
+        }
         protocols[t] = m.protocol
     h, w = tuple(dataset[0]["image"].shape[-2:])
     report = {

@@ -38,8 +38,16 @@ from mtl3d.tasks import get_task
 
 # Keys that may differ when re-running a command on an existing run dir (they do not change
 # what is trained); anything else differing means the user pointed at the wrong directory.
-_RESUME_FREE_KEYS = ("data.root", "data.num_workers", "device", "log_every", "ckpt_every",
-                     "eval_batch_size", "n_saved_predictions", "regularizer.chunk_rays")
+_RESUME_FREE_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "device",
+    "log_every",
+    "ckpt_every",
+    "eval_batch_size",
+    "n_saved_predictions",
+    "regularizer.chunk_rays",
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,16 +75,20 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
     drawn from a generator seeded by (seed, epoch): no state to save, exact on resume.
     """
 
-    def __init__(self, n: int, batch: int, iters: int, seed: int, start: int = 0,
-                 dist: DistInfo | None = None) -> None:
+    def __init__(
+        self, n: int, batch: int, iters: int, seed: int, start: int = 0, dist: DistInfo | None = None
+    ) -> None:
         self.n, self.batch, self.iters, self.seed, self.start = n, batch, iters, seed, start
         self.dist = dist or DistInfo()
         self._perms: dict[int, Tensor] = {}
 
     def _perm(self, epoch: int) -> Tensor:
         if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(
-                self.seed * 7919 + epoch))}
+            self._perms = {
+                epoch: torch.randperm(
+                    self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)
+                )
+            }
         return self._perms[epoch]
 
     def batch_at(self, step: int) -> list[tuple[int, int]]:
@@ -142,12 +154,26 @@ class Run:
         if cross_view and not info.multiview:
             raise UserError(f"regularizer.cross_view needs multi-view data; {info.name} has none")
         size = (cfg.data.height, cfg.data.width) if cfg.data.height and cfg.data.width else None
-        self.train_set = create_dataset(info.name, cfg.data.root, cfg.data.train_split, cfg.tasks,
-                                        train=True, size=size, hflip=cfg.data.hflip, multiview=cross_view)
+        self.train_set = create_dataset(
+            info.name,
+            cfg.data.root,
+            cfg.data.train_split,
+            cfg.tasks,
+            train=True,
+            size=size,
+            hflip=cfg.data.hflip,
+            multiview=cross_view,
+        )
         self.num_classes = self.train_set.num_classes
         seed_everything(cfg.seed)
-        self.model = create_model(cfg.model.name, cfg.tasks, self.num_classes, cfg.model.backbone,
-                                  cfg.model.pretrained, head_channels=cfg.model.head_channels).to(self.device)
+        self.model = create_model(
+            cfg.model.name,
+            cfg.tasks,
+            self.num_classes,
+            cfg.model.backbone,
+            cfg.model.pretrained,
+            head_channels=cfg.model.head_channels,
+        ).to(self.device)
         self.branch: nn.Module | None = None
         if reg.enabled:
             self.branch = build_branch(cfg, self.model, self.num_classes).to(self.device)
@@ -158,8 +184,12 @@ class Run:
         if o.name == "adam":
             self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
         else:
-            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(cfg.iters, o.poly_power))
+            self.optimizer = torch.optim.SGD(
+                params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+            )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, poly_lambda(cfg.iters, o.poly_power)
+        )
         self.weights = {t: C.task_weight(cfg, t) for t in cfg.tasks}
 
     def autocast(self):
@@ -177,8 +207,9 @@ class Run:
         with self.autocast():
             feats = self.model.encode(image)
             preds = self.model.decode(feats, size)
-            out = multitask_loss(preds, batch, self.weights, losses=cfg.losses,
-                                 edge_pos_weight=cfg.edge_pos_weight)
+            out = multitask_loss(
+                preds, batch, self.weights, losses=cfg.losses, edge_pos_weight=cfg.edge_pos_weight
+            )
             if self.branch is not None:
                 rendered = self.branch(feats, batch["K"], size, neighbor=self.branch.neighbor_input(batch))
                 reg = self.branch.loss(rendered, batch, self.weights, cfg.losses, cfg.edge_pos_weight)
@@ -187,8 +218,11 @@ class Run:
         return out
 
     def clip_groups(self) -> list[list[nn.Parameter]]:
-        groups = (self.model.param_groups_for_clipping() if hasattr(self.model, "param_groups_for_clipping")
-                  else [list(self.model.parameters())])
+        groups = (
+            self.model.param_groups_for_clipping()
+            if hasattr(self.model, "param_groups_for_clipping")
+            else [list(self.model.parameters())]
+        )
         if self.branch is not None:
             groups = [*groups, list(self.branch.parameters())]
         return groups
@@ -283,8 +317,12 @@ def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
 def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Train (or resume, or do nothing if finished) the run in ``out_dir``; returns ``out_dir``."""
     out = Path(out_dir)
-    ckpt_path, log_path, done_path, cfg_path = (out / "last.pt", out / "train_log.csv", out / "done",
-                                                out / "config.yaml")
+    ckpt_path, log_path, done_path, cfg_path = (
+        out / "last.pt",
+        out / "train_log.csv",
+        out / "done",
+        out / "config.yaml",
+    )
     if cfg_path.is_file():
         check_same_run(C.read_yaml(cfg_path), cfg, cfg_path)
     if done_path.is_file() and ckpt_path.is_file():
@@ -304,10 +342,19 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         rows = _read_log(log_path, start)
         elapsed = rows[-1]["time_s"] if rows else 0.0
         sampler = StepSampler(len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist)
-        loader = DataLoader(run.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                            pin_memory=run.device.type == "cuda")
-        bar = tqdm(total=cfg.iters, initial=start, desc=f"train {out.name}", disable=not (progress and dist.is_main),
-                   dynamic_ncols=True)
+        loader = DataLoader(
+            run.train_set,
+            batch_sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=run.device.type == "cuda",
+        )
+        bar = tqdm(
+            total=cfg.iters,
+            initial=start,
+            desc=f"train {out.name}",
+            disable=not (progress and dist.is_main),
+            dynamic_ncols=True,
+        )
         t0 = time.perf_counter() - elapsed
         step = start
         for batch in loader:
@@ -317,8 +364,14 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
             if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
                 raise UserError(f"loss became non-finite at step {step} ({losses}); lower the learning rate")
             if step % cfg.log_every == 0 or step == cfg.iters:
-                rows.append({"step": step, "lr": lr, "time_s": time.perf_counter() - t0,
-                             **{f"loss/{k}": v for k, v in losses.items()}})
+                rows.append(
+                    {
+                        "step": step,
+                        "lr": lr,
+                        "time_s": time.perf_counter() - t0,
+                        **{f"loss/{k}": v for k, v in losses.items()},
+                    }
+                )
                 bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if "/" not in k})
             bar.update(1)
             if dist.is_main and (step % cfg.ckpt_every == 0 or step == cfg.iters):

@@ -27,7 +27,9 @@ class FusionHead(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, mid_channels: int = 64) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_bn_relu(in_channels, mid_channels, 1), conv_bn_relu(mid_channels, mid_channels))
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, mid_channels, 1), conv_bn_relu(mid_channels, mid_channels)
+        )
         self.classifier = nn.Conv2d(mid_channels, out_channels, 1)
 
     def forward(self, fused: Tensor) -> Tensor:
