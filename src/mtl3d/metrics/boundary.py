@@ -1,0 +1,390 @@
+"""Boundary (edge) detection metrics: odsF, oisF and AP with BSDS/SEISM pixel matching, in pure Python.
+
+Protocol (per image, per threshold ``t``), following SEISM's ``edgesEvalImg`` (the code behind the
+NYUD/PASCAL odsF numbers of ATRC, InvPT and the MTL survey):
+
+1. binarise the prediction: ``pred >= t`` (thresholds ``k/(K+1)``, k = 1..K; K = 99 gives 0.01..0.99);
+2. thin it to one-pixel-wide curves (Guo & Hall two-subiteration thinning = MATLAB
+   ``bwmorph(.., 'thin', inf)`` = ``skimage.morphology.thin``; re-implemented here on the active
+   border pixels only, which makes it tens of times faster on blurry predictions);
+3. match predicted boundary pixels to ground-truth boundary pixels: a pair may match when the
+   Euclidean distance between pixel centres is ``<= max_dist * sqrt(H**2 + W**2)``; the matching is a
+   maximum-cardinality bipartite matching (unit-capacity max-flow, Dinic, ``scipy.sparse.csgraph``;
+   see :func:`max_matching_size`), so every pixel is matched at most once;
+4. accumulate ``cntR`` (matched GT pixels), ``sumR`` (GT pixels), ``cntP`` (matched predicted pixels),
+   ``sumP`` (predicted pixels). With one GT map ``cntR == cntP`` = matching size.
+
+Then over the split: **odsF** = max over t of F(ΣcntR/ΣsumR, ΣcntP/ΣsumP) (no interpolation between
+thresholds, as SEISM's ``general_ods``); **oisF** = F of the summed counts at every image's own best
+threshold (first maximum on ties, as MATLAB ``max``); **AP** = area under the pooled PR curve, see
+:func:`average_precision`. SEISM's own AP formula is reported as ``AP_seism``.
+
+Differences from SEISM, on purpose:
+- BSDS' ``correspondPixels`` solves a min-cost assignment with "outlier" nodes (it prefers short
+  matches); its cardinality is (up to the sparse outlier graph) the maximum one used here, so counts
+  agree while the *which-pixel* assignment may differ.
+- Empty sets: we use vacuous values ``R = 1`` if ``sumR == 0`` and ``P = 1`` if ``sumP == 0`` (and
+  ``F = 0`` when ``P + R == 0``). SEISM sets ``R = 1, P = 0`` when ``sumR == 0``, i.e. an image without
+  GT boundaries scores F = 0 even for an empty prediction, and its OIS then picks the *lowest*
+  threshold (most false positives) for such images. Ours scores empty GT + empty prediction as
+  F = 1 and empty GT + any prediction as F = 0 (P = 0). Only images/splits without GT boundary
+  pixels are affected.
+- The prediction is used as given (no non-maximum suppression; SEISM's newest PNG reader runs NMS,
+  the MTL/ATRC reader does not), in float rather than re-read from a uint8 PNG.
+- GT value 255 (ignore) counts as non-boundary, as do all values < 0.5.
+
+``thin_gt`` (default True): the GT boundary map is thinned once per image before matching. SEISM does
+the same (``bwmorph(seg2bmap(G), 'thin', inf)``). Why: a one-pixel-wide prediction can match at most
+one GT pixel per predicted pixel, so a two-pixel-wide GT band (e.g. NYUD edges drawn on both sides of a
+label change) would cap recall near 50% even for a perfect detector. PASCAL GT is already thin, and
+thinning is idempotent, so it is a no-op there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import maximum_flow
+
+# Neighbour order x1..x8 of Guo & Hall (1989): E, NE, N, NW, W, SW, S, SE; bit k of the code is x_{k+1}
+# (the same bit layout as skimage's correlation mask, so the lookup tables are interchangeable).
+_NEIGHBOURS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
+
+
+def _guo_hall_lut(first_subiteration: bool) -> np.ndarray:
+    """Deletion lookup table (256 neighbourhood codes) for one Guo-Hall subiteration (algorithm A1)."""
+    lut = np.zeros(256, dtype=bool)
+    for code in range(256):
+        x = [(code >> k) & 1 for k in range(8)]  # x[0] = x1 ... x[7] = x8
+        # G1: exactly one 8-connected foreground run around the pixel (crossing number X_H = 1).
+        x_h = sum(1 for i in range(4) if x[2 * i] == 0 and (x[2 * i + 1] or x[(2 * i + 2) % 8]))
+        # G2: 2 <= min(N1, N2) <= 3 (keeps end points, removes only border pixels).
+        n1 = sum(1 for k in range(4) if x[2 * k] or x[2 * k + 1])
+        n2 = sum(1 for k in range(4) if x[2 * k + 1] or x[(2 * k + 2) % 8])
+        g2 = 2 <= min(n1, n2) <= 3
+        # G3 / G3': delete from the south-east border first, then from the north-west border.
+        if first_subiteration:
+            g3 = not ((x[1] or x[2] or not x[7]) and x[0])
+        else:
+            g3 = not ((x[5] or x[6] or not x[3]) and x[4])
+        lut[code] = x_h == 1 and g2 and g3
+    lut.setflags(write=False)
+    return lut
+
+
+_LUT1 = _guo_hall_lut(True)
+_LUT2 = _guo_hall_lut(False)
+_STABLE = ~(_LUT1 | _LUT2)  # codes that neither subiteration deletes
+_STABLE.setflags(write=False)
+
+
+def thin(mask: np.ndarray) -> np.ndarray:
+    """Thin a binary image to one-pixel-wide curves (identical output to ``skimage.morphology.thin``).
+
+    Parallel two-subiteration algorithm (Guo & Hall 1989, algorithm A1 of Lam et al. 1992, which is
+    MATLAB's ``bwmorph(bw, 'thin', inf)``). Each subiteration decides on the neighbourhoods *before* it
+    deletes anything, exactly like the full-image version; only pixels whose neighbourhood could allow
+    a deletion are examined, so the cost scales with the border length, not the image area.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"thin expects a 2-D mask, got shape {mask.shape}")
+    h, w = mask.shape
+    wp = w + 2
+    img = np.zeros((h + 2, wp), dtype=np.uint8)
+    img[1:-1, 1:-1] = mask
+    flat = img.ravel()
+    offsets = np.array([dy * wp + dx for dy, dx in _NEIGHBOURS], dtype=np.int64)
+    weights = (1 << np.arange(8)).astype(np.int64)
+
+    cand = np.flatnonzero(flat)
+    slot = np.zeros(flat.size, dtype=np.int64)  # scratch for O(n) de-duplication of candidates
+    luts = (_LUT1, _LUT2)
+    idle = 0  # consecutive subiterations without a deletion
+    sub = 0
+    while cand.size and idle < 2:
+        codes = flat[cand[:, None] + offsets] @ weights
+        delete = luts[sub % 2][codes]
+        gone = cand[delete]
+        keep = cand[~delete]
+        # A survivor stays a candidate only if some subiteration could still delete it as it is now;
+        # pixels whose neighbourhood changes are re-added below as neighbours of deleted pixels.
+        keep = keep[~_STABLE[codes[~delete]]]
+        if gone.size:
+            flat[gone] = 0
+            nb = (gone[:, None] + offsets).ravel()
+            nb = nb[flat[nb] == 1]
+            both = np.concatenate([keep, nb])
+            order = np.arange(both.size)
+            slot[both] = order
+            cand = both[slot[both] == order]
+            idle = 0
+        else:
+            cand = keep
+            idle += 1
+        sub += 1
+    return img[1:-1, 1:-1].astype(bool)
+
+
+def _disk_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (dy, dx) offsets with dy² + dx² <= radius²."""
+    r = int(math.floor(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    keep = dy**2 + dx**2 <= radius**2 + 1e-9
+    return dy[keep], dx[keep]
+
+
+def image_counts(
+    prob: np.ndarray,
+    gt: np.ndarray,
+    thresholds: np.ndarray,
+    max_dist: float = 0.011,
+    thin_gt: bool = True,
+) -> np.ndarray:
+    """Counts for one image: int64 array [T, 4] with columns (cntR, sumR, cntP, sumP).
+
+    ``prob``: [H, W] boundary probabilities; ``gt``: [H, W] binary boundary map (already cleaned of
+    ignore values). See the module docstring for the protocol.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    gt = np.asarray(gt, dtype=bool)
+    h, w = prob.shape
+    radius = max_dist * math.hypot(h, w)
+    if thin_gt:
+        gt = thin(gt)
+    n_t = len(thresholds)
+    out = np.zeros((n_t, 4), dtype=np.int64)
+    sum_r = int(gt.sum())
+    out[:, 1] = sum_r
+
+    # Per-threshold thinned predictions as flat pixel indices; identical binary maps (no pixel between
+    # consecutive thresholds) share one thinning and one matching.
+    flat_prob = prob.ravel()
+    sorted_prob = np.sort(flat_prob)
+    n_ge = flat_prob.size - np.searchsorted(sorted_prob, thresholds, side="left")
+    thinned: list[np.ndarray] = []
+    prev_n = -1
+    for k, t in enumerate(thresholds):
+        if n_ge[k] != prev_n:
+            current = np.flatnonzero(thin(prob >= t)) if n_ge[k] else np.zeros(0, dtype=np.int64)
+            prev_n = n_ge[k]
+        thinned.append(current)
+        out[k, 3] = current.size
+    if sum_r == 0:
+        return out  # nothing to match: cntR = cntP = 0
+
+    # Candidate pairs are computed once, for the union of predicted pixels within reach of some GT pixel.
+    dist = ndimage.distance_transform_edt(~gt).ravel()
+    union = np.unique(np.concatenate(thinned)) if thinned else np.zeros(0, dtype=np.int64)
+    union = union[dist[union] <= radius + 1e-9]
+    if union.size == 0:
+        return out
+    pad = int(math.floor(radius))
+    gt_id = np.full((h + 2 * pad, w + 2 * pad), -1, dtype=np.int32)
+    gy, gx = np.nonzero(gt)
+    gt_id[gy + pad, gx + pad] = np.arange(gy.size, dtype=np.int32)
+    dy, dx = _disk_offsets(radius)
+    wp = w + 2 * pad
+    offsets = dy * wp + dx
+    uy, ux = np.divmod(union, w)
+    base = (uy + pad) * wp + (ux + pad)
+    gt_flat = gt_id.ravel()
+    # [pixels, offsets] blocks of GT ids (-1 = none), in chunks so memory stays bounded for big radii
+    step = max(1, 4_000_000 // offsets.size)
+    cols: list[np.ndarray] = []
+    per_row: list[np.ndarray] = []
+    for s in range(0, union.size, step):
+        neigh = gt_flat[base[s : s + step, None] + offsets[None, :]]
+        valid = neigh >= 0
+        cols.append(neigh[valid])
+        per_row.append(valid.sum(axis=1))
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(per_row))])
+    pairs = sparse.csr_matrix(
+        (np.ones(int(indptr[-1]), dtype=np.int8), np.concatenate(cols), indptr), shape=(union.size, gy.size)
+    )
+
+    prev: np.ndarray | None = None
+    cnt = 0
+    for k, pix in enumerate(thinned):
+        if prev is not pix:
+            rows = np.searchsorted(union, pix)
+            rows = rows[(rows < union.size) & (union[np.minimum(rows, union.size - 1)] == pix)]
+            cnt = max_matching_size(pairs[rows]) if rows.size else 0
+            prev = pix
+        out[k, 0] = cnt
+        out[k, 2] = cnt
+    return out
+
+
+def max_matching_size(pairs: sparse.csr_matrix) -> int:
+    """Cardinality of a maximum matching of the bipartite graph whose edges are the stored entries of
+    ``pairs`` (rows = one side, columns = the other).
+
+    Solved as a unit-capacity max-flow with Dinic's algorithm (``scipy.sparse.csgraph.maximum_flow``),
+    which is O(E sqrt(V)) like Hopcroft-Karp. ``scipy.sparse.csgraph.maximum_bipartite_matching`` is
+    not used: its Hopcroft-Karp DFS does not prune dead ends (scipy issue gh-26147) and takes
+    exponential time on ladder-like graphs, which two parallel boundary curves produce (minutes for one
+    480x640 image in our tests).
+    """
+    pairs = sparse.csr_matrix(pairs)
+    n, m = pairs.shape
+    if pairs.nnz == 0:
+        return 0
+    # Flow network in CSR form, built directly (no sort): node 0 = source, 1..n = rows,
+    # n+1..n+m = columns, n+m+1 = sink; every edge has capacity 1.
+    sink = n + m + 1
+    row_nnz = np.diff(pairs.indptr)
+    # rows: source (n edges), n row nodes, m column nodes (1 edge each), sink (none)
+    col_end = n + pairs.nnz + np.arange(1, m + 1)
+    indptr = np.concatenate([[0], n + np.concatenate([[0], np.cumsum(row_nnz)]), col_end, col_end[-1:]])
+    indices = np.concatenate(
+        [np.arange(1, n + 1), pairs.indices.astype(np.int64) + n + 1, np.full(m, sink)]
+    ).astype(np.int32)
+    graph = sparse.csr_matrix(
+        (np.ones(indices.size, np.int32), indices, indptr.astype(np.int32)), shape=(sink + 1, sink + 1)
+    )
+    return int(maximum_flow(graph, 0, sink, method="dinic").flow_value)
+
+
+def precision_recall(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision from counts [..., 4]; vacuous value 1 where the denominator is 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    cnt_r, sum_r, cnt_p, sum_p = (counts[..., i] for i in range(4))
+    rec = np.divide(cnt_r, sum_r, out=np.ones_like(cnt_r), where=sum_r > 0)
+    prec = np.divide(cnt_p, sum_p, out=np.ones_like(cnt_p), where=sum_p > 0)
+    return rec, prec
+
+
+def f_measure(rec: np.ndarray, prec: np.ndarray) -> np.ndarray:
+    """Harmonic mean 2PR/(P+R), 0 where P + R = 0."""
+    rec = np.asarray(rec, dtype=np.float64)
+    prec = np.asarray(prec, dtype=np.float64)
+    den = prec + rec
+    return np.divide(2 * prec * rec, den, out=np.zeros_like(den), where=den > 0)
+
+
+def average_precision(rec: np.ndarray, prec: np.ndarray) -> float:
+    """Area under the PR curve given per-threshold (R, P) points, in [0, 1].
+
+    The curve is the piecewise-linear interpolation over recall (BSDS/SEISM style) through the points
+    sorted by recall, keeping the highest precision when several thresholds share a recall; it is
+    extended flat to R = 0 at the precision of its lowest-recall point and is 0 beyond its highest
+    recall; the area is the exact trapezoidal integral. A perfect detector (one point R = P = 1)
+    therefore has AP = 1, where SEISM's formula (:func:`average_precision_seism`) gives 0.
+    """
+    rec = np.asarray(rec, dtype=np.float64)
+    prec = np.asarray(prec, dtype=np.float64)
+    if rec.size == 0:
+        return math.nan
+    ur = np.unique(rec)
+    up = np.array([prec[rec == r].max() for r in ur])
+    if ur[0] > 0:
+        ur = np.concatenate([[0.0], ur])
+        up = np.concatenate([[up[0]], up])
+    return float(np.sum((ur[1:] - ur[:-1]) * (up[1:] + up[:-1]) / 2))
+
+
+def average_precision_seism(rec: np.ndarray, prec: np.ndarray) -> float:
+    """SEISM's ``general_ap``: linear interpolation of P at R = 0:0.01:1 inside the observed recall range
+    (first threshold per distinct recall), summed and divided by 100; 0 if fewer than 2 distinct recalls."""
+    rec = np.asarray(rec, dtype=np.float64)
+    prec = np.asarray(prec, dtype=np.float64)
+    ur, first = np.unique(rec, return_index=True)
+    if ur.size < 2:
+        return 0.0
+    up = prec[first]
+    grid = np.arange(101) / 100.0
+    inside = (grid >= ur[0]) & (grid <= ur[-1])
+    return float(np.interp(grid[inside], ur, up).sum() / 100.0)
+
+
+class BoundaryMetric:
+    """odsF / oisF / AP (%) of boundary predictions, accumulated over a split (see module docstring).
+
+    ``update(pred, target)``: pred probabilities [B, 1, H, W] in [0, 1]; target [B, 1, H, W] in {0, 1}
+    with 255 = ignore (treated as non-boundary). ``compute()`` returns ``odsF``, ``oisF``, ``AP``,
+    ``AP_seism`` (%), and ``ods_threshold``, ``ods_recall`` / ``ods_precision`` (%). With no image
+    accumulated every value is NaN.
+    """
+
+    def __init__(
+        self,
+        n_thresholds: int = 99,
+        max_dist: float = 0.011,
+        thin_gt: bool = True,
+        thresholds: Sequence[float] | None = None,
+    ) -> None:
+        if thresholds is None:
+            if n_thresholds < 1:
+                raise ValueError("n_thresholds must be >= 1")
+            thresholds = np.arange(1, n_thresholds + 1) / (n_thresholds + 1)
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        if self.thresholds.ndim != 1 or self.thresholds.size == 0:
+            raise ValueError("thresholds must be a non-empty 1-D sequence")
+        if max_dist <= 0:
+            raise ValueError("max_dist must be > 0")
+        self.max_dist = float(max_dist)
+        self.thin_gt = bool(thin_gt)
+        self.protocol = (
+            f"SEISM/BSDS fb: {self.thresholds.size} thresholds pred>=t "
+            f"({self.thresholds[0]:.3g}..{self.thresholds[-1]:.3g}), pred thinned (bwmorph thin), "
+            f"GT {'thinned' if self.thin_gt else 'as is'}, max bipartite matching within "
+            f"{self.max_dist:g}*diagonal; odsF/oisF from pooled counts, AP trapezoid over recall "
+            "(AP_seism = SEISM formula); empty sets: R=1 if no GT, P=1 if no prediction; %"
+        )
+        self._counts: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self._counts = []
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        p = _as_numpy(pred)
+        g = _as_numpy(target)
+        if p.ndim == 4:
+            p = p[:, 0] if p.shape[1] == 1 else p
+        if g.ndim == 4:
+            g = g[:, 0] if g.shape[1] == 1 else g
+        if p.ndim != 3 or p.shape != g.shape:
+            raise ValueError(
+                f"boundary metric expects pred and target [B,1,H,W] of equal size, got {pred.shape} "
+                f"and {target.shape}"
+            )
+        if p.size and (np.nanmin(p) < -1e-6 or np.nanmax(p) > 1 + 1e-6):
+            raise ValueError("boundary metric expects probabilities in [0, 1] (apply sigmoid first)")
+        gt = (g >= 0.5) & (g != 255)
+        for i in range(p.shape[0]):
+            self._counts.append(image_counts(p[i], gt[i], self.thresholds, self.max_dist, self.thin_gt))
+
+    def compute(self) -> dict[str, float]:
+        keys = ("odsF", "oisF", "AP", "AP_seism", "ods_threshold", "ods_recall", "ods_precision")
+        if not self._counts:
+            return dict.fromkeys(keys, math.nan)
+        counts = np.stack(self._counts)  # [N, T, 4]
+        pooled = counts.sum(axis=0)
+        rec, prec = precision_recall(pooled)
+        f = f_measure(rec, prec)
+        best = int(np.argmax(f))
+        # OIS: each image at its own best threshold (first maximum), counts summed over images.
+        rec_i, prec_i = precision_recall(counts)
+        best_i = np.argmax(f_measure(rec_i, prec_i), axis=1)
+        ois_counts = counts[np.arange(counts.shape[0]), best_i].sum(axis=0)
+        r_ois, p_ois = precision_recall(ois_counts)
+        return {
+            "odsF": 100.0 * float(f[best]),
+            "oisF": 100.0 * float(f_measure(r_ois, p_ois)),
+            "AP": 100.0 * average_precision(rec, prec),
+            "AP_seism": 100.0 * average_precision_seism(rec, prec),
+            "ods_threshold": float(self.thresholds[best]),
+            "ods_recall": 100.0 * float(rec[best]),
+            "ods_precision": 100.0 * float(prec[best]),
+        }
+
+
+def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)

@@ -1,0 +1,76 @@
+"""Metric registry: ``create_metric(task, ...)`` returns the split-level metric of a task."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from mtl3d.errors import UserError, unknown_name
+from mtl3d.metrics.boundary import BoundaryMetric
+from mtl3d.metrics.depth import DepthMetric
+from mtl3d.metrics.normals import NormalsMetric
+from mtl3d.metrics.saliency import SaliencyMetric
+from mtl3d.metrics.semseg import SegmentationMetric
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """What the evaluator relies on: accumulate batches over a split, then one dict of floats."""
+
+    protocol: str
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+    def reset(self) -> None: ...
+
+
+_METRICS: dict[str, type] = {
+    "semseg": SegmentationMetric,
+    "human_parts": SegmentationMetric,
+    "depth": DepthMetric,
+    "normals": NormalsMetric,
+    "edges": BoundaryMetric,
+    "saliency": SaliencyMetric,
+}
+
+
+def metric_names() -> list[str]:
+    return list(_METRICS)
+
+
+def create_metric(
+    task: str,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    **options: Any,
+) -> Metric:
+    """Create the metric of ``task`` (semseg, human_parts, depth, normals, edges, saliency).
+
+    Classification tasks need ``num_classes`` (or ``class_names``, whose length then gives it).
+    ``options`` go to the metric's constructor, e.g. ``max_dist=0.0075`` for PASCAL edges,
+    ``protocol="invpt"`` for saliency, ``max_depth=80`` for depth; unknown options raise ``UserError``.
+    """
+    if task not in _METRICS:
+        raise unknown_name("metric task", task, list(_METRICS))
+    cls = _METRICS[task]
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n in params if n not in ("self", "num_classes", "class_names")]
+    bad = [k for k in options if k not in valid]
+    if bad:
+        raise UserError(
+            f"unknown option(s) {', '.join(sorted(bad))} for the {task} metric; valid: "
+            f"{', '.join(valid) or 'none'}"
+        )
+    if cls is SegmentationMetric:
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
+        if num_classes is None:
+            raise UserError(f"the {task} metric needs the dataset's number of classes")
+        if class_names is not None and len(class_names) != num_classes:
+            raise UserError(f"{len(class_names)} class names given for {num_classes} {task} classes")
+        return SegmentationMetric(num_classes, class_names, **options)
+    return cls(**options)

@@ -1,0 +1,59 @@
+"""Δm (survey Eq. 10) on hand examples."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtl3d.errors import UserError
+from mtl3d.metrics import delta_m, per_task_gain, select_delta_metrics
+from mtl3d.tasks import TASKS
+
+
+def test_hand_example_both_worse() -> None:
+    # semseg 40 vs 50 (higher better): -20 %; depth 0.6 vs 0.5 (lower better): -20 % -> Δm = -20 %
+    mt = {"semseg": 40.0, "depth": 0.6}
+    st = {"semseg": 50.0, "depth": 0.5}
+    gains = per_task_gain(mt, st, {"semseg": False, "depth": True})
+    assert gains == pytest.approx({"semseg": -20.0, "depth": -20.0})
+    assert delta_m(mt, st, {"semseg": False, "depth": True}) == pytest.approx(-20.0)
+    assert delta_m(mt, st) == pytest.approx(-20.0)  # directions from TASKS
+
+
+def test_mixed_signs_and_all_tasks() -> None:
+    # semseg +10 %, depth rmse 0.45 vs 0.5 -> +10 %, normals mean 22 vs 20 -> -10 %, edges 77 vs 70 -> +10 %
+    mt = {"semseg": 55.0, "depth": 0.45, "normals": 22.0, "edges": 77.0}
+    st = {"semseg": 50.0, "depth": 0.5, "normals": 20.0, "edges": 70.0}
+    gains = per_task_gain(mt, st)
+    assert gains == pytest.approx({"semseg": 10.0, "depth": 10.0, "normals": -10.0, "edges": 10.0})
+    assert delta_m(mt, st) == pytest.approx(5.0)
+
+
+def test_tasks_directions() -> None:
+    expected = {
+        "semseg": ("mIoU", False),
+        "depth": ("rmse", True),
+        "normals": ("mean", True),
+        "edges": ("odsF", False),
+        "human_parts": ("mIoU", False),
+        "saliency": ("maxF", False),
+    }
+    assert {t: (s.delta_metric, s.lower_is_better) for t, s in TASKS.items()} == expected
+
+
+def test_missing_or_bad_stl_reference() -> None:
+    missing = r"missing single-task \(STL\) result for task 'depth' \(metric 'rmse'\)"
+    with pytest.raises(UserError, match=missing):
+        delta_m({"semseg": 40.0, "depth": 0.6}, {"semseg": 50.0})
+    with pytest.raises(UserError, match="non-zero"):
+        delta_m({"semseg": 40.0}, {"semseg": 0.0})
+    with pytest.raises(UserError, match="direction"):
+        delta_m({"mystery": 1.0}, {"mystery": 2.0})
+    with pytest.raises(UserError):
+        delta_m({}, {})
+
+
+def test_select_delta_metrics() -> None:
+    metrics = {"semseg": {"mIoU": 41.0, "pixel_acc": 70.0}, "depth": {"rmse": 0.55, "abs_rel": 0.1}}
+    assert select_delta_metrics(metrics) == {"semseg": 41.0, "depth": 0.55}
+    with pytest.raises(UserError, match="stl/edges: task 'edges' has no 'odsF'"):
+        select_delta_metrics({"edges": {"AP": 70.0}}, what="stl/edges")
