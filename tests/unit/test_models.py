@@ -50,3 +50,14 @@ def test_stl_is_one_network_per_task():
         for p in stl.nets["semseg"].parameters():
             p.add_(1.0)
     assert torch.equal(stl(x)["depth"], before)
+
+
+@pytest.mark.parametrize(
+    "backbone, channels",
+    [("hrnet_w18_small_v2", [18, 36, 72, 144]), ("convnext_tiny", [96, 192, 384, 768])],
+)
+def test_other_timm_backbones(backbone, channels):
+    m = create_model("mtl", ["depth"], backbone=backbone).eval()
+    assert m.feature_channels == channels and m.feature_strides == [4, 8, 16, 32]
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 64, 64))["depth"].shape == (1, 1, 64, 64)

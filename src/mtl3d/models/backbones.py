@@ -30,8 +30,11 @@ class TimmEncoder(nn.Module):
                 f"unknown backbone {name!r}{hint}; tested: {', '.join(TESTED_BACKBONES)} "
                 "(any timm model with features_only support works)"
             )
+        # HRNet: the raw branch outputs (18/36/72/144 channels for W18), as the MTL survey, MTI-Net and
+        # ATRC use them, rather than timm's default "incre" classification-neck features.
+        extra = {"feature_location": ""} if name.startswith("hrnet") else {}
         try:
-            self.body = timm.create_model(name, pretrained=pretrained, features_only=True)
+            self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **extra)
         except RuntimeError as e:
             raise UserError(f"backbone {name!r} cannot be created: {e}") from None
         reductions = self.body.feature_info.reduction()
