@@ -53,17 +53,17 @@ class RegularizerConfig:
     """The 3D-aware regularizer (training-only branch). See docs/regularizer.md for every default."""
 
     enabled: bool = False
-    feat_source: str = "fused"  # fused: all encoder scales resized to the finest and concatenated
+    feat_source: str = "fused"  # fused: all encoder scales resized to the plane res, concatenated | last
     plane_ch: int = 32
     plane_res: list[int] | None = None  # [H, W] of the planes; None = render resolution
     plane_agg: str = "prod"  # prod | sum | concat
-    plane_hidden: int = 128  # width of the plane encoder's Conv3x3 (docs/regularizer.md: cost)
-    hidden: int = 64
+    plane_hidden: int = 32  # width of the plane encoder's Conv3x3 (chosen for cost, docs/regularizer.md)
+    hidden: int = 32  # hidden width of the density MLP and of each task MLP
     feat_dim: int = 64
     camera: str = "pinhole"  # pinhole (uses the dataset's K) | ortho (rays parallel to z)
     near: float | None = None  # None: the dataset's default
     far: float | None = None
-    n_samples: int = 32
+    n_samples: int = 16  # samples per ray (16: cost on CPU; paper-scale GPU runs: 64)
     spacing: str = "linear"  # linear | inverse
     stratified: bool = True  # jitter samples during training
     render_stride: int = 8  # render resolution = input resolution / stride
