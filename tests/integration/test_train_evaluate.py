@@ -31,7 +31,8 @@ def test_train_then_evaluate(tmp_path, rooms, model, reg):
     run = train(cfg, tmp_path / "run", progress=False)
     rep = evaluate(run, progress=False)
     on_disk = json.loads((run / "metrics.json").read_text())
-    assert on_disk["metrics"].keys() == set(TASKS) and on_disk["run"]["variant"] == model + ("+3d" if reg else "")
+    assert on_disk["metrics"].keys() == set(TASKS)
+    assert on_disk["run"]["variant"] == model + ("+3d" if reg else "")
     assert on_disk["n_images"] == rep["n_images"] == 2 and on_disk["params"] > 0 and on_disk["flops"] > 0
     for task in TASKS:
         assert task in on_disk["protocols"]
@@ -39,6 +40,7 @@ def test_train_then_evaluate(tmp_path, rooms, model, reg):
     assert len(preds) == 2
     with np.load(preds[0]) as z:
         assert z["image"].dtype == np.uint8 and z["pred_semseg"].shape == (32, 48)
+        assert z["pred_normals"].shape == (3, 32, 48) and z["pred_depth"].shape == (1, 32, 48)
         assert ("reg_depth" in z) == reg
 
 

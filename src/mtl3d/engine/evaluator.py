@@ -24,6 +24,7 @@ from mtl3d.engine.trainer import build_branch, resolve_device, to_device
 from mtl3d.errors import UserError
 from mtl3d.metrics.registry import create_metric
 from mtl3d.models import create_model
+from mtl3d.tasks import get_task
 
 
 def count_params(model: nn.Module) -> int:
@@ -49,9 +50,10 @@ def postprocess(task: str, logits: Tensor) -> Tensor:
 
 
 def _compact(task: str, pred: Tensor) -> np.ndarray:
-    if pred.dim() == 3 and pred.shape[0] > 1:  # class scores -> label map
+    """A prediction as stored for figures: class scores -> label map, others as float."""
+    if get_task(task).kind == "classification":
         return pred.argmax(0).to(torch.uint8).cpu().numpy()
-    return pred.cpu().numpy().astype(np.float16 if task != "depth" else np.float32)
+    return pred.cpu().numpy().astype(np.float32 if task == "depth" else np.float16)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

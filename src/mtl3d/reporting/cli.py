@@ -1,0 +1,100 @@
+"""``mtl3d report ...``: collect a study's runs, render its tables and figures, check study files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mtl3d.errors import UserError
+
+app = typer.Typer(
+    help="Study reports: summary.csv, tables, figures.", no_args_is_help=True, add_completion=False
+)
+
+
+def _fail(e: UserError) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def collect(
+    runs_root: Path = typer.Option(..., "--runs-root", help="results/runs/STUDY"),
+    study: str = typer.Option(..., "--study", help="study name written into every row"),
+    out: Path = typer.Option(..., "--out", help="summary.csv to write"),
+    reference: str = typer.Option("stl", "--reference", help="variant used as the Δm reference"),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="also write mean metrics as JSON (dvc metrics)"
+    ),
+    delta_out: Path | None = typer.Option(
+        None, "--delta-csv", help="also write the Δm per variant (dvc plots)"
+    ),
+) -> None:
+    """Read every RUNS_ROOT/DATASET/VARIANT/seedK/metrics.json into one tidy summary.csv, with Δm rows."""
+    from mtl3d.reporting.collect import collect as do_collect
+    from mtl3d.reporting.collect import warn, write_outputs
+
+    try:
+        df, warnings = do_collect(runs_root, study, reference)
+        warn(warnings)
+        write_outputs(df, out, json_out, delta_out)
+    except UserError as e:
+        _fail(e)
+    n_runs = df.drop_duplicates(["dataset", "variant", "seed"]).shape[0]
+    typer.echo(f"{out}: {len(df)} rows from {n_runs} runs")
+
+
+@app.command()
+def tables(
+    summary: Path = typer.Option(..., "--summary", help="summary.csv from `mtl3d report collect`"),
+    out_dir: Path = typer.Option(..., "--out-dir", help="folder for the .md and .tex tables"),
+    reference: str = typer.Option("stl", "--reference"),
+    reported: Path | None = typer.Option(
+        None, "--reported", help="reported-numbers CSV (default: the shipped one)"
+    ),
+) -> None:
+    """Markdown + LaTeX tables of a study (the results_tables notebook does the same)."""
+    from mtl3d.reporting.collect import read_summary
+    from mtl3d.reporting.reported import load_reported
+    from mtl3d.reporting.tables import write_all_tables
+
+    try:
+        paths = write_all_tables(read_summary(summary), out_dir, reference, load_reported(reported))
+    except UserError as e:
+        _fail(e)
+    typer.echo(f"{out_dir}: {len(paths)} files")
+
+
+@app.command()
+def figures(
+    summary: Path = typer.Option(..., "--summary"),
+    out_dir: Path = typer.Option(..., "--out-dir"),
+    runs_root: Path | None = typer.Option(None, "--runs-root", help="for training curves (train_log.csv)"),
+    reference: str = typer.Option("stl", "--reference"),
+) -> None:
+    """PNG + PDF figures of a study: Δm, per-task gains, training curves (as the figures notebook)."""
+    from mtl3d.reporting.collect import read_summary
+    from mtl3d.reporting.figures import write_study_figures
+
+    try:
+        paths = write_study_figures(read_summary(summary), runs_root, out_dir, reference)
+    except UserError as e:
+        _fail(e)
+    typer.echo(f"{out_dir}: {len(paths)} files")
+
+
+@app.command("check-study")
+def check_study(
+    files: list[Path] = typer.Argument(..., help="study files (params.yaml, config/*.yaml)"),
+    schema: Path | None = typer.Option(None, "--schema", help="default: config/schema.yaml of the project"),
+) -> None:
+    """Validate study files against the schema (DVC does not; Snakemake does at start)."""
+    from mtl3d.reporting.study import expand_runs, load_study
+
+    for f in files:
+        try:
+            s = load_study(f, schema)
+        except UserError as e:
+            _fail(UserError(f"{f}: {e}"))
+        typer.echo(f"{f}: study {s['study']!r} ok, {len(expand_runs(s))} runs")

@@ -1,0 +1,174 @@
+"""Study files (params.yaml, config/*.yaml): load, validate against config/schema.yaml, expand the grid.
+
+Snakemake validates the same file with ``snakemake.utils.validate``; DVC validates nothing, so this
+module is what ``mtl3d report check-study`` and the tests use to keep every study file valid.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl3d.errors import UserError
+
+SCHEMA_RELPATH = Path("config") / "schema.yaml"
+REG_SUFFIX = "+3d"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of a study's grid."""
+
+    study: str
+    dataset: str
+    variant: str
+    seed: int
+
+    @property
+    def run_dir(self) -> str:
+        return f"results/runs/{self.study}/{self.dataset}/{self.variant}/seed{self.seed}"
+
+
+def project_root(start: str | Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: the working directory) holding a Snakefile and
+    dvc.yaml, i.e. this project's root; None outside a checkout."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for d in [here, *here.parents]:
+        if (d / "Snakefile").is_file() and (d / "dvc.yaml").is_file():
+            return d
+    return None
+
+
+def project_path(path: str | Path, start: str | Path | None = None) -> Path:
+    """A path given relative to the project root, wherever the caller runs.
+
+    Snakemake, DVC and papermill run from the root; JupyterLab runs a notebook in ``notebooks/``. Both
+    resolve ``results/...`` to the same file this way. Absolute paths are returned unchanged.
+    """
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    root = project_root(start)
+    return root / p if root is not None else p
+
+
+def find_schema(start: str | Path) -> Path:
+    """``config/schema.yaml`` of the project holding ``start`` (searched upwards from it)."""
+    start = Path(start).resolve()
+    for d in [start, *start.parents] if start.is_dir() else start.parents:
+        cand = d / SCHEMA_RELPATH
+        if cand.is_file():
+            return cand
+    raise UserError(f"no {SCHEMA_RELPATH} found above {start}; pass the schema path explicitly")
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"study file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"{p} is not valid YAML{f' (line {mark.line + 1})' if mark else ''}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p} must hold a mapping at the top level")
+    return data
+
+
+def _validator(schema: dict[str, Any]):
+    """A Draft 2020-12 validator that also fills in ``default`` values (as Snakemake's validate does)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    return cls(schema)
+
+
+def validate_study(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``data`` (a copy, with schema defaults filled in) and the rules a schema cannot express."""
+    out = copy.deepcopy(data)
+    errors = sorted(_validator(schema).iter_errors(out), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise UserError(f"study: {where}: {e.message}")
+    check_grid(out)
+    return out
+
+
+def check_grid(study: dict[str, Any]) -> None:
+    """Unique names, and ``+3d`` in a variant name exactly when its regularizer is on."""
+    for kind, key in (("dataset", "datasets"), ("variant", "variants")):
+        names = [e["name"] for e in study[key]]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UserError(
+                f"study {study['study']}: {kind} names must be unique; repeated: {', '.join(dup)}"
+            )
+    dirs = [d["data_dir"] for d in study["datasets"]]
+    if len(set(dirs)) != len(dirs):
+        raise UserError(f"study {study['study']}: two datasets share a data_dir")
+    for v in study["variants"]:
+        reg = bool(v["args"].get("regularizer", False))
+        if v["name"].endswith(REG_SUFFIX) != reg:
+            raise UserError(
+                f"study {study['study']}: variant {v['name']!r} has regularizer={str(reg).lower()}; "
+                f"names ending in {REG_SUFFIX!r} are exactly the runs with the regularizer on"
+            )
+    names = {v["name"] for v in study["variants"]}
+    if study["reference"] not in names:
+        raise UserError(
+            f"study {study['study']}: reference variant {study['reference']!r} is not among the variants "
+            f"({', '.join(sorted(names))})"
+        )
+
+
+def load_study(path: str | Path, schema: str | Path | None = None) -> dict[str, Any]:
+    """Read and validate a study file; ``schema`` defaults to the project's ``config/schema.yaml``."""
+    schema_path = Path(schema) if schema is not None else find_schema(Path(path).resolve().parent)
+    return validate_study(read_yaml_mapping(path), read_yaml_mapping(schema_path))
+
+
+def expand_runs(study: dict[str, Any]) -> list[RunSpec]:
+    """The grid dataset x variant x seed, in file order."""
+    return [
+        RunSpec(study["study"], d["name"], v["name"], int(s))
+        for d in study["datasets"]
+        for v in study["variants"]
+        for s in study["seeds"]
+    ]
+
+
+def to_cli_options(options: dict[str, Any]) -> str:
+    """``{"batch-size": 8, "regularizer": True, "x": False}`` -> ``--batch-size 8 --regularizer``.
+
+    The same rendering as DVC's dict unpacking in ``cmd`` (``parsing.bool: store_true``), so that
+    Snakemake and DVC run byte-identical commands from one study file.
+    """
+    from shlex import quote
+
+    parts: list[str] = []
+    for k, v in options.items():
+        if isinstance(v, bool):
+            if v:
+                parts.append(f"--{k}")
+        elif isinstance(v, str):
+            parts.append(f"--{k} {quote(v)}")
+        elif isinstance(v, (list, tuple, dict)):
+            raise UserError(f"option {k!r}: lists and mappings cannot be passed on the command line")
+        else:
+            parts.append(f"--{k} {v}")
+    return " ".join(parts)

@@ -1,0 +1,499 @@
+"""Markdown and LaTeX tables from a study's ``summary.csv``, laid out like the papers' tables.
+
+Per dataset: one row per variant (the reference first, each model followed by its ``+3d`` run), one
+column per task metric, Δm against the reference, parameters and FLOPs at inference, cells
+``mean ± std`` over seeds (the mean alone for one seed), the best non-reference mean in bold.
+A second table sets our numbers beside the papers' reported ones where the setting matches; every
+reported row says so ("reported: SOURCE TABLE").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mtl3d.reporting.collect import ALL_TASKS, DELTA, GAIN, RUN_TASK, aggregate
+from mtl3d.reporting.reported import SOURCES, main_results, matching, source_label
+
+TASK_LABELS = {
+    "semseg": "SemSeg",
+    "depth": "Depth",
+    "normals": "Normals",
+    "edges": "Bound",
+    "human_parts": "PartSeg",
+    "saliency": "Sal",
+}
+TASK_ORDER = ["semseg", "human_parts", "saliency", "depth", "normals", "edges"]
+_LOWER = {("depth", m) for m in ("rmse", "log_rmse", "abs_rel", "sq_rel", "mae")} | {
+    ("normals", m) for m in ("mean", "median", "rmse")
+}
+_HIGHER_PREFIX = ("delta", "d1", "d2", "d3", "11", "22", "30")
+
+
+@dataclass
+class Table:
+    """A rendered-agnostic table: header, string cells, cells to set in bold, caption."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def lower_is_better(task: str, metric: str) -> bool | None:
+    """Direction of a metric (None when it has none, e.g. a count)."""
+    from mtl3d.tasks import TASKS
+
+    if task == ALL_TASKS or metric in (DELTA, GAIN):
+        return False
+    if task == RUN_TASK:
+        return None
+    if task in TASKS and metric == TASKS[task].delta_metric:
+        return TASKS[task].lower_is_better
+    if (task, metric) in _LOWER:
+        return True
+    if metric.startswith(_HIGHER_PREFIX) or metric in (
+        "mIoU",
+        "pixel_acc",
+        "odsF",
+        "oisF",
+        "AP",
+        "maxF",
+        "F1",
+    ):
+        return False
+    return None
+
+
+def decimals(task: str, metric: str) -> int:
+    if task == "depth" and metric in ("rmse", "log_rmse", "abs_rel", "sq_rel", "mae"):
+        return 4
+    return 2
+
+
+def fmt(mean: float, std: float | None, n: int, digits: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    s = f"{mean:.{digits}f}"
+    if n > 1 and std is not None and not math.isnan(std):
+        s += f" ± {std:.{digits}f}"
+    return s
+
+
+def variant_order(variants: list[str], reference: str) -> list[str]:
+    """Reference first, then models in order of first appearance, each followed by its +3d run."""
+    bases: list[str] = []
+    for v in variants:
+        b = v.removesuffix("+3d")
+        if b not in bases:
+            bases.append(b)
+    out = [reference] if reference in variants else []
+    for b in bases:
+        for v in (b, f"{b}+3d"):
+            if v in variants and v not in out:
+                out.append(v)
+    return out
+
+
+def _arrow(task: str, metric: str) -> str:
+    lib = lower_is_better(task, metric)
+    return "" if lib is None else (" ↓" if lib else " ↑")
+
+
+def _tasks_in(agg: pd.DataFrame) -> list[str]:
+    present = [t for t in agg["task"].unique() if t not in (RUN_TASK, ALL_TASKS)]
+    return [t for t in TASK_ORDER if t in present] + sorted(t for t in present if t not in TASK_ORDER)
+
+
+def _bold_best(
+    table: Table, values: list[list[float]], directions: list[bool | None], skip_rows: set[int]
+) -> None:
+    for j, lib in enumerate(directions):
+        if lib is None:
+            continue
+        col = [(i, v[j]) for i, v in enumerate(values) if i not in skip_rows and not math.isnan(v[j])]
+        if len(col) < 2:
+            continue
+        best = min(v for _, v in col) if lib else max(v for _, v in col)
+        for i, v in col:
+            if math.isclose(v, best, rel_tol=1e-12, abs_tol=1e-12):
+                table.bold.add((i, j))
+
+
+def main_table(summary: pd.DataFrame, dataset: str, reference: str = "stl", full: bool = False) -> Table:
+    """The paper-style table of one dataset (``full``: every metric of every task, else Δm metrics)."""
+    from mtl3d.tasks import TASKS
+
+    agg = aggregate(summary[summary["dataset"] == dataset])
+    if agg.empty:
+        return Table(["Model"], [], caption=f"{dataset}: no runs")
+    tasks = _tasks_in(agg)
+    cols: list[tuple[str, str]] = []
+    for t in tasks:
+        if full:
+            metrics = [m for m in agg[agg["task"] == t]["metric"].unique() if m != GAIN]
+        else:
+            metrics = [TASKS[t].delta_metric] if t in TASKS else []
+        cols += [(t, m) for m in metrics]
+    has_delta = bool(((agg["task"] == ALL_TASKS) & (agg["metric"] == DELTA)).any())
+    if has_delta:
+        cols.append((ALL_TASKS, DELTA))
+    cols += [(RUN_TASK, "params"), (RUN_TASK, "flops")]
+    header = ["Model", "3D reg."]
+    for t, m in cols:
+        if t == ALL_TASKS:
+            header.append("Δm (%) ↑")
+        elif (t, m) == (RUN_TASK, "params"):
+            header.append("Params (M)")
+        elif (t, m) == (RUN_TASK, "flops"):
+            header.append("GFLOPs")
+        else:
+            header.append(f"{TASK_LABELS.get(t, t)} {m}{_arrow(t, m)}")
+    header.append("Seeds")
+    order = variant_order(list(agg["variant"].unique()), reference)
+    idx = agg.set_index(["variant", "task", "metric"])
+    rows: list[list[str]] = []
+    values: list[list[float]] = []
+    for v in order:
+        sub = agg[agg["variant"] == v]
+        first = sub.iloc[0]
+        row = [str(first["model"]), "✓" if bool(first["regularizer"]) else "–"]
+        vals: list[float] = []
+        for t, m in cols:
+            key = (v, t, m)
+            if key not in idx.index:
+                row.append("–")
+                vals.append(math.nan)
+                continue
+            r = idx.loc[key]
+            mean, std, n = float(r["mean"]), float(r["std"]), int(r["n"])
+            if (t, m) == (RUN_TASK, "params"):
+                mean, std = mean / 1e6, std / 1e6
+            elif (t, m) == (RUN_TASK, "flops"):
+                mean, std = mean / 1e9, std / 1e9
+            row.append(fmt(mean, std, n, decimals(t, m)))
+            vals.append(mean)
+        seeds = sub[sub["task"] != ALL_TASKS]["n"].max()
+        row.append(str(int(seeds)))
+        rows.append(row)
+        values.append(vals)
+    table = Table(
+        header,
+        rows,
+        caption=(
+            f"{dataset}: mean ± std over seeds; Δm against {reference} (mean over its seeds), in %; "
+            f"params and FLOPs at inference (the regularizer is training-only)."
+        ),
+    )
+    directions = [lower_is_better(t, m) for t, m in cols]
+    skip = {i for i, v in enumerate(order) if v == reference}
+    # cell (i, j) of the rendered table: +2 for the Model and 3D-reg. columns
+    tmp = Table(header, rows)
+    _bold_best(tmp, values, directions, skip)
+    table.bold = {(i, j + 2) for i, j in tmp.bold}
+    return table
+
+
+def regularizer_table(summary: pd.DataFrame, dataset: str) -> Table:
+    """Effect of the regularizer: for each model run with and without it, (+3d) − (base) per metric."""
+    from mtl3d.tasks import TASKS
+
+    agg = aggregate(summary[summary["dataset"] == dataset])
+    tasks = _tasks_in(agg)
+    cols = [(t, TASKS[t].delta_metric) for t in tasks if t in TASKS]
+    if ((agg["task"] == ALL_TASKS) & (agg["metric"] == DELTA)).any():
+        cols.append((ALL_TASKS, DELTA))
+    header = ["Model"] + [
+        "Δm (%) ↑" if t == ALL_TASKS else f"{TASK_LABELS.get(t, t)} {m}{_arrow(t, m)}" for t, m in cols
+    ]
+    means = agg.set_index(["variant", "task", "metric"])["mean"]
+    rows = []
+    for v in variant_order(list(agg["variant"].unique()), ""):
+        if v.endswith("+3d") or f"{v}+3d" not in set(agg["variant"]):
+            continue
+        row = [f"{v} → {v}+3d"]
+        for t, m in cols:
+            a, b = means.get((v, t, m), math.nan), means.get((f"{v}+3d", t, m), math.nan)
+            d = b - a
+            row.append("–" if math.isnan(d) else f"{d:+.{decimals(t, m)}f}")
+        rows.append(row)
+    return Table(
+        header,
+        rows,
+        caption=(
+            f"{dataset}: change of the seed-mean when the 3D-aware regularizer is added "
+            "(arrows give the better direction)."
+        ),
+    )
+
+
+def reported_comparison(summary: pd.DataFrame, reported: pd.DataFrame, reference: str = "stl") -> Table:
+    """Our runs beside the papers' numbers for the same dataset, model, regularizer and task set."""
+    from mtl3d.tasks import TASKS
+
+    agg = aggregate(summary)
+    header = ["Dataset", "Model", "3D reg.", "Source", "Backbone"]
+    tasks_all = _tasks_in(agg)
+    cols = [(t, TASKS[t].delta_metric) for t in tasks_all if t in TASKS] + [(ALL_TASKS, DELTA)]
+    header += [
+        "Δm (%) ↑" if t == ALL_TASKS else f"{TASK_LABELS.get(t, t)} {m}{_arrow(t, m)}" for t, m in cols
+    ]
+    rows: list[list[str]] = []
+    for dataset in agg["dataset"].unique():
+        a = agg[agg["dataset"] == dataset]
+        for v in variant_order(list(a["variant"].unique()), reference):
+            # the task set of the run decides what counts as the same setting
+            sub = a[a["variant"] == v]
+            first = sub.iloc[0]
+            run_tasks = [t for t in sub["task"].unique() if t in TASKS]
+            rep = matching(reported, dataset, str(first["model"]), bool(first["regularizer"]), run_tasks)
+            if rep.empty:
+                continue
+            idx = sub.set_index(["task", "metric"])
+            n = int(sub["n"].max())
+            ours = [
+                dataset,
+                str(first["model"]),
+                "✓" if first["regularizer"] else "–",
+                f"ours ({n} seed{'s' if n > 1 else ''})",
+                str(first["backbone"]),
+            ]
+            for t, m in cols:
+                if (t, m) in idx.index:
+                    r = idx.loc[(t, m)]
+                    ours.append(fmt(float(r["mean"]), float(r["std"]), int(r["n"]), decimals(t, m)))
+                else:
+                    ours.append("–")
+            rows.append(ours)
+            for (_src, _table, bb), g in rep.groupby(["source", "table", "backbone"], sort=False):
+                gi = g.set_index(["task", "metric"])
+                line = [
+                    dataset,
+                    str(first["model"]),
+                    "✓" if first["regularizer"] else "–",
+                    source_label(g.iloc[0]),
+                    bb,
+                ]
+                for t, m in cols:
+                    if (t, m) in gi.index:
+                        r = gi.loc[(t, m)]
+                        r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
+                        std = float(r["std"]) if not pd.isna(r["std"]) else None
+                        line.append(fmt(float(r["value"]), std, 2 if std is not None else 1, decimals(t, m)))
+                    else:
+                        line.append("–")
+                rows.append(line)
+    return Table(
+        header,
+        rows,
+        caption=(
+            "Ours beside the numbers the papers report (rows 'reported: ...'; not re-run here) for the same "
+            "dataset, model, regularizer and task set. Protocols and backbones may differ; see the notes."
+        ),
+        notes=[f"{k}: {v}" for k, v in SOURCES.items()],
+    )
+
+
+def reported_listing(reported: pd.DataFrame, datasets: list[str] | None = None) -> dict[str, Table]:
+    """The papers' main results per dataset, as reported (no numbers of ours)."""
+    main = main_results(reported)
+    out: dict[str, Table] = {}
+    for dataset in datasets or list(main["dataset"].unique()):
+        d = main[main["dataset"] == dataset]
+        if d.empty:
+            continue
+        pairs = list(dict.fromkeys(zip(d["task"], d["metric"], strict=True)))
+        pairs = sorted(
+            pairs,
+            key=lambda p: (
+                p[0] == ALL_TASKS,
+                p[0] == RUN_TASK,
+                TASK_ORDER.index(p[0]) if p[0] in TASK_ORDER else 99,
+            ),
+        )
+        header = ["Source", "Model", "3D reg.", "Backbone", "Tasks"]
+        for t, m in pairs:
+            if t == ALL_TASKS:
+                header.append("Δm (%) ↑")
+            elif t == RUN_TASK:
+                header.append(m)
+            else:
+                header.append(f"{TASK_LABELS.get(t, t)} {m}{_arrow(t, m)}")
+        rows = []
+        for (src, tab, model, reg, bb, tasks), g in d.groupby(
+            ["source", "table", "model", "regularizer", "backbone", "tasks"], sort=False
+        ):
+            gi = g.set_index(["task", "metric"])
+            row = [
+                f"reported: {src} {tab}"
+                + (f" ({g.iloc[0]['status']})" if g.iloc[0]["status"] != "primary" else ""),
+                model,
+                "✓" if reg else "–",
+                bb,
+                tasks.replace(",", ", "),
+            ]
+            for t, m in pairs:
+                if (t, m) in gi.index:
+                    r = gi.loc[(t, m)]
+                    r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
+                    std = None if pd.isna(r["std"]) else float(r["std"])
+                    row.append(fmt(float(r["value"]), std, 2 if std is not None else 1, decimals(t, m)))
+                else:
+                    row.append("–")
+            rows.append(row)
+        out[dataset] = Table(
+            header,
+            rows,
+            caption=(
+                f"{dataset}: main results as reported by the papers (not re-run here); '–' = not reported. "
+                "Metric protocols differ between sources, see the notes column of reported_numbers.csv."
+            ),
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def _numeric_column(table: Table, j: int) -> bool:
+    cells = [r[j] for r in table.rows if j < len(r) and r[j] not in ("–", "")]
+    return bool(cells) and all(c[:1].isdigit() or c[:1] in "+-" for c in cells)
+
+
+def to_markdown(table: Table) -> str:
+    def cell(i: int, j: int, s: str) -> str:
+        s = s.replace("|", "\\|")
+        return f"**{s}**" if (i, j) in table.bold and s != "–" else s
+
+    lines = []
+    if table.caption:
+        lines += [f"*{table.caption}*", ""]
+    lines.append("| " + " | ".join(table.columns) + " |")
+    lines.append(
+        "|"
+        + "|".join("---:" if _numeric_column(table, j) else "---" for j in range(len(table.columns)))
+        + "|"
+    )
+    for i, r in enumerate(table.rows):
+        lines.append("| " + " | ".join(cell(i, j, s) for j, s in enumerate(r)) + " |")
+    if not table.rows:
+        lines.append("| " + " | ".join(["(no rows)"] + [""] * (len(table.columns) - 1)) + " |")
+    for n in table.notes:
+        lines += ["", f"- {n}"]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SUBS = [
+    ("\\", r"\textbackslash{}"),
+    ("&", r"\&"),
+    ("%", r"\%"),
+    ("$", r"\$"),
+    ("#", r"\#"),
+    ("_", r"\_"),
+    ("{", r"\{"),
+    ("}", r"\}"),
+    ("~", r"\textasciitilde{}"),
+    ("^", r"\^{}"),
+]
+_LATEX_SYMBOLS = [
+    ("±", r"$\pm$"),
+    ("↑", r"$\uparrow$"),
+    ("↓", r"$\downarrow$"),
+    ("Δ", r"$\Delta$"),
+    ("✓", r"\checkmark"),
+    ("–", "--"),
+    ("→", r"$\rightarrow$"),
+    ("²", r"$^2$"),
+]
+
+
+def latex_escape(s: str) -> str:
+    out = s
+    for a, b in _LATEX_SUBS:
+        out = out.replace(a, b) if a != "\\" else out.replace(a, "\x00")
+    out = out.replace("\x00", r"\textbackslash{}")
+    for a, b in _LATEX_SYMBOLS:
+        out = out.replace(a, b)
+    return out
+
+
+def to_latex(table: Table, label: str = "") -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs,amssymb}``)."""
+    align = "".join("r" if _numeric_column(table, j) else "l" for j in range(len(table.columns)))
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"]
+    if table.caption:
+        lines.append(r"\caption{" + latex_escape(table.caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines += [
+        r"\begin{tabular}{" + align + "}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
+    for i, r in enumerate(table.rows):
+        cells = [latex_escape(s) for s in r]
+        cells = [
+            r"\textbf{" + c + "}" if (i, j) in table.bold and r[j] != "–" else c for j, c in enumerate(cells)
+        ]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    for n in table.notes:
+        lines.append(r"\par\footnotesize " + latex_escape(n))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, out_stem: str | Path, label: str = "") -> list[Path]:
+    """``OUT_STEM.md`` and ``OUT_STEM.tex``; returns both paths."""
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, tex = stem.with_suffix(".md"), stem.with_suffix(".tex")
+    md.write_text(to_markdown(table))
+    tex.write_text(to_latex(table, label=label))
+    return [md, tex]
+
+
+def write_all_tables(
+    summary: pd.DataFrame, out_dir: str | Path, reference: str = "stl", reported: pd.DataFrame | None = None
+) -> list[Path]:
+    """Every table of a study into ``out_dir``: per dataset (main, full, regularizer) and reported."""
+    from mtl3d.reporting.reported import load_reported
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    datasets = list(summary["dataset"].unique())
+    for d in datasets:
+        written += write_table(main_table(summary, d, reference), out / d, label=f"tab:{d}")
+        written += write_table(
+            main_table(summary, d, reference, full=True), out / f"{d}_full", label=f"tab:{d}-full"
+        )
+        written += write_table(regularizer_table(summary, d), out / f"{d}_regularizer", label=f"tab:{d}-reg")
+    rep = reported if reported is not None else load_reported()
+    comp = reported_comparison(summary, rep, reference)
+    listing = reported_listing(rep, [d for d in datasets if d in set(rep["dataset"])] or None)
+    md = ["# Reported numbers", ""]
+    tex = []
+    if comp.rows:
+        md += ["## Ours beside the reported numbers", "", to_markdown(comp)]
+        tex.append(to_latex(comp, label="tab:reported-comparison"))
+    else:
+        md += [
+            f"No run of this study ({', '.join(datasets)}) has a setting the papers report; their main "
+            "results are listed below for reference. Every number below is **reported**, none is ours.",
+            "",
+        ]
+    for d, t in listing.items():
+        md += [f"## {d}: reported", "", to_markdown(t)]
+        tex.append(to_latex(t, label=f"tab:reported-{d}"))
+    md += ["## Sources", ""] + [f"- `{k}`: {v}" for k, v in SOURCES.items()]
+    (out / "reported.md").write_text("\n".join(md) + "\n")
+    (out / "reported.tex").write_text("\n".join(tex))
+    written += [out / "reported.md", out / "reported.tex"]
+    return written

@@ -1,0 +1,122 @@
+# Helpers shared by the rules: the study's grid and the command-line rendering of its options.
+# Only this file holds Python functions (snakemake --lint: no rules and functions mixed).
+import os
+import re
+from shlex import quote
+
+STUDY = config["study"]
+DATASETS = {d["name"]: d for d in config["datasets"]}
+BY_DATA_DIR = {d["data_dir"]: d for d in config["datasets"]}
+VARIANTS = {v["name"]: v for v in config["variants"]}
+SEEDS = [int(s) for s in config["seeds"]]
+# The software of every rule is this project's environment (pip install -e ., or environment.yml for
+# conda users); run Snakemake inside it. Relative to workflow/rules/. `--sdm conda` is untested.
+PROJECT_ENV = "../../environment.yml"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(str(n)) for n in names)
+
+
+wildcard_constraints:
+    study=re.escape(STUDY),
+    dataset=_alternatives(DATASETS),
+    data_dir=_alternatives(BY_DATA_DIR),
+    variant=_alternatives(VARIANTS),
+    seed=_alternatives(SEEDS),
+
+
+def cli_options(options):
+    """{'batch-size': 8, 'regularizer': True} -> '--batch-size 8 --regularizer' (as DVC unpacks dicts)."""
+    parts = []
+    for k, v in options.items():
+        if isinstance(v, bool):
+            if v:
+                parts.append(f"--{k}")
+        elif isinstance(v, str):
+            parts.append(f"--{k} {quote(v)}")
+        else:
+            parts.append(f"--{k} {v}")
+    return " ".join(parts)
+
+
+def data_path(wildcards):
+    return os.path.join("data", "processed", DATASETS[wildcards.dataset]["data_dir"])
+
+
+def prepare_name(wildcards):
+    return BY_DATA_DIR[wildcards.data_dir]["name"]
+
+
+def prepare_options(wildcards):
+    return cli_options(BY_DATA_DIR[wildcards.data_dir]["prepare"])
+
+
+def train_options(wildcards):
+    """The dataset's train options, then the variant's (later flags win on the command line)."""
+    return " ".join(
+        s
+        for s in (
+            cli_options(DATASETS[wildcards.dataset]["train"]),
+            cli_options(VARIANTS[wildcards.variant]["args"]),
+        )
+        if s
+    )
+
+
+def run_dir_of(wildcards, output):
+    return os.path.dirname(output[0])
+
+
+def run_dir_in(wildcards, input):
+    return os.path.dirname(input.done)
+
+
+def runs_root_of(wildcards):
+    return os.path.join("results", "runs", wildcards.study)
+
+
+def study_metrics(wildcards):
+    return expand(
+        "results/runs/{study}/{dataset}/{variant}/seed{seed}/metrics.json",
+        study=wildcards.study,
+        dataset=list(DATASETS),
+        variant=list(VARIANTS),
+        seed=SEEDS,
+    )
+
+
+def study_predictions(wildcards):
+    return expand(
+        "results/runs/{study}/{dataset}/{variant}/seed{seed}/predictions",
+        study=wildcards.study,
+        dataset=list(DATASETS),
+        variant=list(VARIANTS),
+        seed=SEEDS,
+    )
+
+
+def study_dones(wildcards):
+    return expand(
+        "results/runs/{study}/{dataset}/{variant}/seed{seed}/done",
+        study=wildcards.study,
+        dataset=list(DATASETS),
+        variant=list(VARIANTS),
+        seed=SEEDS,
+    )
+
+
+def all_outputs():
+    """The final products of the study (everything else is upstream of them)."""
+    base = f"results/{STUDY}"
+    return [
+        f"{base}/summary.csv",
+        f"{base}/summary.json",
+        f"{base}/delta_m.csv",
+        f"{base}/notebooks/results_tables.ipynb",
+        f"{base}/tables",
+        f"{base}/notebooks/figures.ipynb",
+        f"{base}/figures",
+        f"{base}/notebooks/qualitative.ipynb",
+        f"{base}/qualitative",
+    ] + [f"{base}/notebooks/dataset_{d}.ipynb" for d in DATASETS] + [f"{base}/dataset/{d}" for d in DATASETS]

@@ -1,0 +1,22 @@
+# One tidy summary.csv per study (+ mean metrics for `dvc metrics`, Δm per variant for `dvc plots`).
+
+
+rule collect:
+    input:
+        metrics=study_metrics,
+    output:
+        summary="results/{study}/summary.csv",
+        json="results/{study}/summary.json",
+        delta="results/{study}/delta_m.csv",
+    params:
+        runs_root=runs_root_of,
+        reference=config["reference"],
+    conda:
+        PROJECT_ENV
+    log:
+        "logs/{study}/collect.log",
+    localrule: True
+    shell:
+        "mtl3d report collect --runs-root {params.runs_root} --study {wildcards.study}"
+        " --reference {params.reference} --out {output.summary} --json {output.json}"
+        " --delta-csv {output.delta} > {log} 2>&1"

@@ -1,0 +1,23 @@
+# One training run per (dataset, variant, seed). Only the `done` marker is declared: last.pt and
+# train_log.csv must survive a killed job, so that re-running it (--rerun-incomplete) resumes from
+# the checkpoint instead of Snakemake deleting it as an incomplete output.
+
+
+rule train:
+    input:
+        data=data_path,
+    output:
+        done="results/runs/{study}/{dataset}/{variant}/seed{seed}/done",
+    params:
+        run_dir=run_dir_of,
+        options=train_options,
+    conda:
+        PROJECT_ENV
+    log:
+        "logs/{study}/train/{dataset}/{variant}/seed{seed}.log",
+    threads: 4
+    resources:
+        gpu=1,
+    shell:
+        "mtl3d train --dataset {wildcards.dataset} --data-root {input.data} {params.options}"
+        " --seed {wildcards.seed} --out {params.run_dir} --quiet > {log} 2>&1"
