@@ -20,6 +20,10 @@ if not workflow.config_settings.configfiles:
 validate(config, "config/schema.yaml")
 
 
+# `snakemake --report report.html` collects the figures of the notebooks into one HTML page.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

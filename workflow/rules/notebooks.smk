@@ -29,7 +29,12 @@ rule figures:
         done=study_dones,
     output:
         notebook="results/{study}/notebooks/figures.ipynb",
-        figures=directory("results/{study}/figures"),
+        figures=report(
+            directory("results/{study}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
     params:
         runs_root=runs_root_of,
         reference=config["reference"],
@@ -50,7 +55,12 @@ rule qualitative:
         predictions=study_predictions,
     output:
         notebook="results/{study}/notebooks/qualitative.ipynb",
-        figures=directory("results/{study}/qualitative"),
+        figures=report(
+            directory("results/{study}/qualitative"),
+            patterns=["{name}.png"],
+            caption="../report/qualitative.rst",
+            category="Qualitative",
+        ),
     params:
         runs_root=runs_root_of,
         reference=config["reference"],
@@ -71,7 +81,12 @@ rule dataset_notebook:
         data=data_path,
     output:
         notebook="results/{study}/notebooks/dataset_{dataset}.ipynb",
-        figures=directory("results/{study}/dataset/{dataset}"),
+        figures=report(
+            directory("results/{study}/dataset/{dataset}"),
+            patterns=["{name}.png"],
+            caption="../report/dataset.rst",
+            category="Dataset",
+        ),
     conda:
         PROJECT_ENV
     log:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mtl3d.config import read_yaml
 from mtl3d.errors import UserError
 
 SCHEMA_RELPATH = Path("config") / "schema.yaml"
@@ -64,20 +63,6 @@ def find_schema(start: str | Path) -> Path:
         if cand.is_file():
             return cand
     raise UserError(f"no {SCHEMA_RELPATH} found above {start}; pass the schema path explicitly")
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"study file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{p} is not valid YAML{f' (line {mark.line + 1})' if mark else ''}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{p} must hold a mapping at the top level")
-    return data
 
 
 def _validator(schema: dict[str, Any]):
@@ -139,7 +124,7 @@ def check_grid(study: dict[str, Any]) -> None:
 def load_study(path: str | Path, schema: str | Path | None = None) -> dict[str, Any]:
     """Read and validate a study file; ``schema`` defaults to the project's ``config/schema.yaml``."""
     schema_path = Path(schema) if schema is not None else find_schema(Path(path).resolve().parent)
-    return validate_study(read_yaml_mapping(path), read_yaml_mapping(schema_path))
+    return validate_study(read_yaml(path, "study file"), read_yaml(schema_path, "schema"))
 
 
 def expand_runs(study: dict[str, Any]) -> list[RunSpec]:
