@@ -136,15 +136,9 @@ def models_cmd() -> None:
     typer.echo("\n".join(list_models()))
 
 
-def _mount_optional() -> None:
-    try:
-        from mtl3d.reporting.cli import app as report_app
-    except ImportError:
-        return
-    app.add_typer(report_app, name="report", help="Collect results into tables and figures.")
+from mtl3d.reporting.cli import app as report_app  # noqa: E402  (after the app it extends)
 
-
-_mount_optional()
+app.add_typer(report_app, name="report", help="Collect results into tables and figures.")
 
 
 def main() -> None:
