@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ class DatasetInfo:
     default_far: float
     edge_max_dist: float  # boundary-matching tolerance, fraction of the image diagonal
     description: str
+    module: str  # holds ``prepare(root, **options) -> manifest``; imported only when preparing
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -32,6 +33,7 @@ DATASETS: dict[str, DatasetInfo] = {
         12.0,
         0.011,  # NYUD protocol: SynthRooms mimics NYUv2's camera and label style
         "procedural multi-view indoor rooms (no download)",
+        "mtl3d.data.synthrooms",
     ),
 }
 
@@ -59,13 +61,8 @@ def create_dataset(
 
 
 def prepare_dataset(name: str, root: str | Path, **options: Any) -> dict[str, Any]:
-    get_dataset_info(name)
-    preparers: dict[str, Callable[..., dict[str, Any]]] = {}
-    if name == "synthrooms":
-        from mtl3d.data import synthrooms
-
-        preparers[name] = synthrooms.prepare
-    return preparers[name](root, **options)
+    info = get_dataset_info(name)
+    return importlib.import_module(info.module).prepare(root, **options)
 
 
 def near_far(name: str, root: str | Path) -> tuple[float, float]:

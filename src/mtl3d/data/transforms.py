@@ -122,9 +122,7 @@ def denormalize_image(image: Tensor) -> Tensor:
     return (image * std + mean).clamp(0, 1).reshape(image.shape)
 
 
-def build_transform(
-    size: Sequence[int] | None, train: bool, flip: bool = True
-) -> Callable[[Sample, torch.Generator | None], Sample]:
+def build_transform(size: Sequence[int] | None, train: bool, flip: bool = True) -> Transform:
     """Resize (if ``size``), random flip in training, ImageNet normalisation.
 
     The generator is passed in so augmentation is reproducible and resumable.

@@ -134,7 +134,9 @@ def evaluate(
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = model(batch["image"])
+            size = tuple(batch["image"].shape[-2:])
+            feats = model.encode(batch["image"])  # kept: the branch below renders from the same features
+            out = model.decode(feats, size)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             forward_s += time.perf_counter() - t0
@@ -143,8 +145,7 @@ def evaluate(
                 metrics[t].update(preds[t], batch[t])
             rendered = None
             if branch is not None and saved < n_save:
-                feats = model.encode(batch["image"])
-                rendered = branch(feats, batch["K"], tuple(batch["image"].shape[-2:]))
+                rendered = branch(feats, batch["K"], size)
         n_images += batch["image"].shape[0]
         for i in range(batch["image"].shape[0]):
             if saved >= n_save:
@@ -173,7 +174,7 @@ def evaluate(
             k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()
         }
         protocols[t] = m.protocol
-    h, w = tuple(dataset[0]["image"].shape[-2:])
+    h, w = size
     report = {
         "run": {
             "dataset": cfg.data.dataset,

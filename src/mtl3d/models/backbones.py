@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 
 import timm
-import torch
 from torch import Tensor, nn
 
 from mtl3d.errors import UserError
@@ -50,6 +49,3 @@ class TimmEncoder(nn.Module):
 def create_encoder(name: str, pretrained: bool = False) -> TimmEncoder:
     return TimmEncoder(name, pretrained=pretrained)
 
-
-def to_channels_last(model: nn.Module) -> nn.Module:
-    return model.to(memory_format=torch.channels_last)
