@@ -1,8 +1,14 @@
-"""Train-step time of a model on SynthRooms (default: mtl/resnet18, batch 8, 96×128) on this machine.
+"""Train-step time of every registered model at the default study's setting, as ratios to ``mtl``.
 
-    python benchmarks/bench_train_step.py [--model mtl] [--batch-size 8] [--steps 20] [--threads N]
+    python benchmarks/bench_train_step.py [--models all|mtl,mtinet] [--regularizer both|on|off]
+                                          [--batch-size 8] [--steps 10] [--threads 2]
 
-Prints the median time of a full optimisation step (data already in memory), after warm-up.
+Default setting = the default study (params.yaml): SynthRooms 96×128, batch 8, ResNet-18, each
+model's CPU recipe ``config/recipes/synthrooms/MODEL.yaml`` when it has one. Every model is timed
+in the same process on the same batch (data already in memory), after warm-up; the median step
+time and its ratio to ``mtl`` (same regularizer setting) are printed. Peak memory is reported on
+CUDA only (torch does not track CPU allocations). Ratios measured in one run compare; absolute
+times depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -11,54 +17,87 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from mtl3d import config as C
 from mtl3d.data.synthrooms import prepare
 from mtl3d.engine.trainer import Run, StepSampler
+from mtl3d.models import list_models
+
+RECIPES = Path(__file__).resolve().parents[1] / "config" / "recipes" / "synthrooms"
+
+
+def time_model(name: str, reg: bool, root: str, args: argparse.Namespace) -> tuple[float, float | None]:
+    recipe = RECIPES / f"{name}.yaml"
+    cfg = C.load(
+        recipe if recipe.is_file() else None,
+        {
+            "data": {"root": root},
+            "model": {"name": name, "backbone": args.backbone},
+            "batch_size": args.batch_size,
+            "iters": 10_000,
+            "device": args.device,
+            "regularizer": {"enabled": reg},
+        },
+    )
+    run = Run(cfg)
+    sampler = StepSampler(len(run.train_set), args.batch_size, cfg.iters, cfg.seed)
+    batch = torch.utils.data.default_collate([run.train_set[i] for i in sampler.batch_at(0)])
+    batch = {k: (v.to(run.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    cuda = run.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for k in range(args.warmup + args.steps):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run.step(batch)
+        if cuda:
+            torch.cuda.synchronize()
+        if k >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    return statistics.median(times), peak
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="mtl")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="all", help="comma-separated names, or all")
+    ap.add_argument("--regularizer", default="both", choices=["both", "on", "off"])
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--height", type=int, default=96)
     ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--regularizer", action="store_true")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    names = list_models() if args.models == "all" else args.models.split(",")
+    names = ["mtl"] + [n for n in names if n != "mtl"]  # the reference first
+    regs = {"both": [False, True], "on": [True], "off": [False]}[args.regularizer]
+    print(
+        f"# train step, {args.backbone}, batch {args.batch_size}, {args.height}x{args.width}, "
+        f"{args.threads} threads, {args.device}; median of {args.steps} steps"
+    )
+    print("| model | 3D reg. | ms/step | × mtl | peak MiB |")
+    print("|---|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         prepare(tmp, scenes=6, views=2, height=args.height, width=args.width, progress=False)
-        cfg = C.load(
-            None,
-            {
-                "data": {"root": tmp},
-                "model": {"name": args.model, "backbone": args.backbone},
-                "batch_size": args.batch_size,
-                "iters": 10_000,
-                "regularizer": {"enabled": args.regularizer},
-            },
-        )
-        run = Run(cfg)
-        sampler = StepSampler(len(run.train_set), args.batch_size, cfg.iters, cfg.seed)
-        batch = torch.utils.data.default_collate([run.train_set[i] for i in sampler.batch_at(0)])
-        times = []
-        for k in range(args.warmup + args.steps):
-            t0 = time.perf_counter()
-            run.step(batch)
-            if k >= args.warmup:
-                times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    print(
-        f"{args.model}{'+3d' if args.regularizer else ''}/{args.backbone} batch {args.batch_size} "
-        f"{args.height}x{args.width}, {args.threads} threads: {1000 * med:.0f} ms/step "
-        f"(median of {args.steps}; min {1000 * min(times):.0f}, max {1000 * max(times):.0f})"
-    )
+        for reg in regs:
+            ref = None
+            for name in names:
+                if name == "stl" and reg:
+                    continue  # stl has no shared encoder
+                t, peak = time_model(name, reg, tmp, args)
+                ref = ref or t
+                mem = f"{peak:.0f}" if peak is not None else "–"
+                mark = "✓" if reg else "–"
+                print(f"| {name} | {mark} | {1000 * t:.0f} | {t / ref:.2f} | {mem} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -129,11 +129,23 @@ def evaluate(
 
 
 @app.command("models")
-def models_cmd() -> None:
-    """List the registered models."""
-    from mtl3d.models import list_models
+def models_cmd(
+    options: Annotated[
+        str | None, typer.Option("--options", help="show the options (--set model.options.K=V) of a model")
+    ] = None,
+) -> None:
+    """List the registered models, one line each (docs/models.md has the details)."""
+    from mtl3d.models import list_models, model_summary
+    from mtl3d.models.registry import model_options
 
-    typer.echo("\n".join(list_models()))
+    if options is not None:
+        for name, p in model_options(options).items():
+            typer.echo(f"{name} = {p.default!r}")
+        return
+    names = list_models()
+    width = max(len(n) for n in names)
+    for n in names:
+        typer.echo(f"{n:{width}s}  {model_summary(n)}")
 
 
 from mtl3d.reporting.cli import app as report_app  # noqa: E402  (after the app it extends)

@@ -35,16 +35,29 @@ class ModelConfig:
     name: str = "mtl"
     backbone: str = "resnet18"
     pretrained: bool = False
-    head_channels: int = 64
+    head_channels: int | None = None  # None: the model's default width (mtl/stl: 64)
+    # Model-specific options = the constructor's keyword arguments (`mtl3d models --options NAME`),
+    # checked against its signature and type hints.
+    options: dict[str, Any] = field(default_factory=dict)
+    # Loss weights of the final and of the auxiliary (deep-supervision) outputs; None: the model's
+    # published recipe (docs/models.md).
+    final_weight: float | None = None
+    aux_weight: float | None = None
 
 
 @dataclass
 class OptimConfig:
     name: str = "adam"  # adam | sgd
-    lr: float = 1e-3
+    lr: float = 1e-3  # heads, decoders and the regularizer branch
+    backbone_lr: float | None = None  # the encoder's parameter group; None: same as lr
     weight_decay: float = 1e-4
-    momentum: float = 0.9
-    poly_power: float = 0.9  # poly schedule per iteration, to 0 at the last step
+    momentum: float = 0.9  # sgd
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    schedule: str = "poly"  # poly | step | constant
+    schedule_unit: str = "iter"  # iter | epoch: when the schedule advances (the survey steps per epoch)
+    poly_power: float = 0.9  # poly: (1 - t/T)^power, to 0 at the end
+    milestones: list[int] = field(default_factory=list)  # step: iterations (or epochs) where lr *= gamma
+    gamma: float = 0.1
     grad_clip: float | None = 10.0
 
 
@@ -217,8 +230,26 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"config names task {t!r} which is not in tasks ({', '.join(cfg.tasks)})")
     if cfg.iters < 1 or cfg.batch_size < 1:
         raise UserError("config keys 'iters' and 'batch_size' must be >= 1")
-    if cfg.optim.name not in ("adam", "sgd"):
-        raise UserError(f"config key 'optim.name': unknown optimizer {cfg.optim.name!r}; valid: adam, sgd")
+    o = cfg.optim
+    if o.name not in ("adam", "sgd"):
+        raise UserError(f"config key 'optim.name': unknown optimizer {o.name!r}; valid: adam, sgd")
+    if o.schedule not in ("poly", "step", "constant"):
+        raise UserError(f"config key 'optim.schedule': {o.schedule!r}; valid: constant, poly, step")
+    if o.schedule_unit not in ("iter", "epoch"):
+        raise UserError(f"config key 'optim.schedule_unit': {o.schedule_unit!r}; valid: epoch, iter")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise UserError(f"config key 'optim.betas' must be two numbers in [0, 1), got {o.betas}")
+    if o.lr <= 0 or (o.backbone_lr is not None and o.backbone_lr < 0):
+        raise UserError("config keys 'optim.lr' (> 0) and 'optim.backbone_lr' (>= 0) must be positive")
+    if o.schedule == "step" and (not o.milestones or sorted(o.milestones) != o.milestones):
+        raise UserError(
+            "config key 'optim.milestones' must be a non-empty increasing list for schedule 'step'"
+        )
+    if o.grad_clip is not None and o.grad_clip <= 0:
+        raise UserError(f"config key 'optim.grad_clip' must be > 0 or null, got {o.grad_clip}")
+    from mtl3d.models.registry import check_options
+
+    cfg.model.options = check_options(cfg.model.name, cfg.model.options)
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"config key 'device': {cfg.device!r}; valid: auto, cpu, cuda")
     r = cfg.regularizer

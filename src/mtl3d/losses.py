@@ -105,15 +105,32 @@ def multitask_loss(
     *,
     losses: Mapping[str, str] | None = None,
     edge_pos_weight: float = 0.95,
+    aux: Mapping[str, Mapping[str, Tensor]] | None = None,
+    final_weight: float = 1.0,
+    aux_weight: float = 1.0,
 ) -> dict[str, Tensor]:
-    """Weighted sum over ``weights``' tasks; the returned per-task values are unweighted."""
+    """Weighted sum over ``weights``' tasks; the returned per-task values are unweighted.
+
+    ``aux`` holds a model's deep-supervision outputs ``{name: {task: logits}}`` (e.g. MTI-Net's
+    initial predictions per scale): each adds ``aux_weight · w_t · L_t`` and is reported as
+    ``ds/<name>/<task>``; the final outputs count ``final_weight · w_t · L_t``. Predictions at a
+    lower resolution are bilinearly upsampled to the label (as the published code does).
+    """
     out: dict[str, Tensor] = {}
-    total = None
-    for task, w in weights.items():
+    terms: list[Tensor] = []
+
+    def add(key: str, task: str, pred: Tensor, scale: float) -> None:
         value = task_loss(
-            task, preds[task], batch[task], loss=(losses or {}).get(task), edge_pos_weight=edge_pos_weight
+            task, pred, batch[task], loss=(losses or {}).get(task), edge_pos_weight=edge_pos_weight
         )
-        out[task] = value
-        total = w * value if total is None else total + w * value
-    out["total"] = total if total is not None else torch.zeros(())
+        out[key] = value
+        terms.append(scale * weights[task] * value)
+
+    for task in weights:
+        add(task, task, preds[task], final_weight)
+    for name, aux_preds in (aux or {}).items():
+        for task, pred in aux_preds.items():
+            if task in weights:
+                add(f"ds/{name}/{task}", task, pred, aux_weight)
+    out["total"] = torch.stack(terms).sum() if terms else torch.zeros(())
     return out

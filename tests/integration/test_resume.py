@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from tests.fakedata import make_fake_dataset
@@ -13,7 +14,19 @@ from tests.fakedata import make_fake_dataset
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _cmd(root, out):
+# Every baseline resumes exactly too, with the regularizer branch (its own weights and RNG draws).
+SMALL_OPTIONS = {
+    "padnet": ["model.options.head_channels=2", "model.options.widths=[4,4,8,8]"],
+    "mtinet": ["model.options.widths=[4,4,8,8]"],
+    "padnet3way": ["model.options.decoder_channels=[4,4,4,8,8]", "model.options.aspp_channels=4"],
+    "densemtl": ["model.options.decoder_channels=[4,4,4,8,8]", "model.options.aspp_channels=4"],
+}
+
+
+def _cmd(root, out, model="mtl"):
+    extra = ["--set", "model.head_channels=8"] if model == "mtl" else ["--regularizer"]
+    for opt in SMALL_OPTIONS.get(model, []):
+        extra += ["--set", opt]
     return [
         sys.executable,
         "-m",
@@ -24,7 +37,7 @@ def _cmd(root, out):
         "--data-root",
         str(root),
         "--model",
-        "mtl",
+        model,
         "--backbone",
         "resnet10t",
         "--iters",
@@ -37,8 +50,7 @@ def _cmd(root, out):
         "ckpt_every=3",
         "--set",
         "log_every=1",
-        "--set",
-        "model.head_channels=8",
+        *extra,
         "--set",
         "data.hflip=true",
         "--quiet",
@@ -51,12 +63,13 @@ def _weights(run):
     return torch.load(run / "last.pt", weights_only=True)
 
 
-def test_sigkill_and_resume_gives_identical_weights(tmp_path):
+@pytest.mark.parametrize("model", ["mtl", *SMALL_OPTIONS])
+def test_sigkill_and_resume_gives_identical_weights(tmp_path, model):
     root = make_fake_dataset(tmp_path / "data")
-    subprocess.run(_cmd(root, tmp_path / "a"), check=True, env=ENV)
+    subprocess.run(_cmd(root, tmp_path / "a", model), check=True, env=ENV)
 
     b = tmp_path / "b"
-    proc = subprocess.Popen(_cmd(root, b), env=ENV)
+    proc = subprocess.Popen(_cmd(root, b, model), env=ENV)
     deadline = time.time() + 120
     while time.time() < deadline and not (b / "last.pt").exists():
         time.sleep(0.05)
@@ -67,16 +80,20 @@ def test_sigkill_and_resume_gives_identical_weights(tmp_path):
     assert killed_at < 12, "training finished before the kill; make the run longer"
     assert not (b / "done").exists()
 
-    subprocess.run(_cmd(root, b), check=True, env=ENV)
+    subprocess.run(_cmd(root, b, model), check=True, env=ENV)
     wa, wb = _weights(tmp_path / "a"), _weights(b)
     assert wb["step"] == 12 and (b / "done").exists()
     assert not [
         p.name for p in b.iterdir() if p.name.endswith(".tmp")
     ]  # a killed write's leftovers are swept
-    for k, v in wa["model"].items():
-        assert torch.equal(v, wb["model"][k]), k
+    for part in ("model", "branch") if model != "mtl" else ("model",):
+        assert wa[part].keys() == wb[part].keys()
+        for k, v in wa[part].items():
+            assert torch.equal(v, wb[part][k]), (part, k)
     log = (b / "train_log.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in log[1:]] == [str(i) for i in range(1, 13)]
+    if model != "mtl":
+        return  # the checks below are about the run directory, not the model
 
     # a third run of the same command does nothing; a different config on the same dir is refused
     r = subprocess.run(_cmd(root, b), env=ENV, capture_output=True, text=True)

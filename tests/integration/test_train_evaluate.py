@@ -23,10 +23,23 @@ def rooms(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("model, reg", [("mtl", False), ("stl", False), ("mtl", True)])
+SMALL = {
+    "mtl": {"head_channels": 8},
+    "stl": {"head_channels": 8},
+    "padnet": {"options": {"head_channels": 2, "widths": [4, 4, 8, 8]}},
+    "mtinet": {"options": {"widths": [4, 4, 8, 8]}},
+    "padnet3way": {"options": {"decoder_channels": [4, 4, 4, 8, 8], "aspp_channels": 4}},
+    "densemtl": {"options": {"decoder_channels": [4, 4, 4, 8, 8], "aspp_channels": 4}},
+}
+CASES = [("mtl", False), ("stl", False), ("mtl", True)] + [
+    (m, reg) for m in ("padnet", "mtinet", "padnet3way", "densemtl") for reg in (False, True)
+]
+
+
+@pytest.mark.parametrize("model, reg", CASES)
 def test_train_then_evaluate(tmp_path, rooms, model, reg):
     cfg = C.load(None, {"data": {"root": str(rooms)}, "model": {"name": model, "backbone": "resnet10t",
-                        "head_channels": 8}, "iters": 2, "batch_size": 2, "n_saved_predictions": 2,
+                        **SMALL[model]}, "iters": 2, "batch_size": 2, "n_saved_predictions": 2,
                         "regularizer": {"enabled": reg}})
     run = train(cfg, tmp_path / "run", progress=False)
     rep = evaluate(run, progress=False)

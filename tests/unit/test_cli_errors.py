@@ -25,7 +25,18 @@ def data(tmp_path):
     "args, needle",
     [
         (["--data-root", "{missing}", "--model", "mtl"], "run: mtl3d data prepare synthrooms --root"),
-        (["--data-root", "{data}", "--model", "foo"], "unknown model 'foo'; valid: mtl, stl"),
+        (
+            ["--data-root", "{data}", "--model", "foo"],
+            "unknown model 'foo'; valid: densemtl, mtinet, mtl, padnet, padnet3way, stl",
+        ),
+        (
+            ["--data-root", "{data}", "--model", "mtinet", "--set", "model.options.width=[1]"],
+            "model 'mtinet' has no option 'width'; valid: fpm_softmax, widths",
+        ),
+        (
+            ["--data-root", "{data}", "--model", "mtinet", "--set", "model.options.fpm_softmax=x"],
+            "unknown fpm_softmax 'x'; valid: channel_groups, tasks",
+        ),
         (["--data-root", "{data}", "--tasks", "semseg,saliency"], "has no labels for task(s) saliency"),
         (["--data-root", "{data}", "--tasks", "semseg,dpth"], "unknown task 'dpth'; valid:"),
         (["--data-root", "{data}", "--backbone", "resnet19"], "unknown backbone 'resnet19'"),

@@ -575,7 +575,27 @@ def test_report_cli(runs_root: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["tables", "--summary", str(out), "--out-dir", str(tmp_path / "t")])
     assert res.exit_code == 0 and (tmp_path / "t" / "synthrooms.md").is_file()
     res = runner.invoke(app, ["check-study", str(REPO / "config" / "smoke.yaml")])
-    assert res.exit_code == 0 and "3 runs" in res.output
+    assert res.exit_code == 0 and "4 runs" in res.output
+    # a variant's recipe file must exist (paths relative to the project root) and be a valid config
+    study = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    study["variants"][3]["args"]["config"] = "config/recipes/synthrooms/nope.yaml"
+    (REPO_COPY := tmp_path / "proj").mkdir()
+    for name in ("Snakefile", "dvc.yaml"):
+        (REPO_COPY / name).write_text("")
+    (REPO_COPY / "config").mkdir()
+    (REPO_COPY / "config" / "s.yaml").write_text(yaml.safe_dump(study))
+    schema = ["--schema", str(REPO / "config" / "schema.yaml")]
+    res = runner.invoke(app, ["check-study", str(REPO_COPY / "config" / "s.yaml"), *schema])
+    assert (
+        res.exit_code == 2
+        and "variant mtinet+3d names config config/recipes/synthrooms/nope.yaml" in res.output
+    )
+    (REPO_COPY / "config" / "recipes" / "synthrooms").mkdir(parents=True)
+    (REPO_COPY / "config" / "recipes" / "synthrooms" / "nope.yaml").write_text(
+        "model: {name: mtinet, options: {w: 1}}"
+    )
+    res = runner.invoke(app, ["check-study", str(REPO_COPY / "config" / "s.yaml"), *schema])
+    assert res.exit_code == 2 and "has no option 'w'" in res.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("study: x\n")
     res = runner.invoke(app, ["check-study", str(bad), "--schema", str(REPO / "config" / "schema.yaml")])

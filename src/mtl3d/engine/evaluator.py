@@ -23,7 +23,7 @@ from mtl3d.engine.checkpoint import _atomic, atomic_write_json, load_checkpoint
 from mtl3d.engine.trainer import build_branch, resolve_device, to_device
 from mtl3d.errors import UserError
 from mtl3d.metrics.registry import create_metric
-from mtl3d.models import create_model
+from mtl3d.models import build_model
 from mtl3d.tasks import get_task
 
 
@@ -31,13 +31,30 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def inference_cost(model: nn.Module, size: tuple[int, int], device: torch.device) -> tuple[int, int]:
+    """(parameters, FLOPs) of one inference forward pass on a single image of ``size``.
+
+    Parameters count the modules that inference runs (forward hooks), so training-only parts of a
+    model (e.g. PAD-Net's and MTI-Net's initial-prediction classifiers, which only deep supervision
+    reads) are left out; FLOPs come from torch's flop counter.
+    """
+    model.eval()
+    ran: set[int] = set()
+    hooks = [m.register_forward_hook(lambda mod, i, o: ran.add(id(mod))) for m in model.modules()]
+    x = torch.zeros(1, 3, *size, device=device)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    params = {id(p): p.numel() for m in model.modules() if id(m) in ran for p in m.parameters(recurse=False)}
+    return sum(params.values()), int(counter.get_total_flops())
+
+
 def count_flops(model: nn.Module, size: tuple[int, int], device: torch.device) -> int:
     """FLOPs of one inference forward pass on a single image of ``size`` (torch's flop counter)."""
-    model.eval()
-    x = torch.zeros(1, 3, *size, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return int(counter.get_total_flops())
+    return inference_cost(model, size, device)[1]
 
 
 def postprocess(task: str, logits: Tensor) -> Tensor:
@@ -95,14 +112,7 @@ def evaluate(
     size = (cfg.data.height, cfg.data.width) if cfg.data.height and cfg.data.width else None
     dataset = create_dataset(info.name, cfg.data.root, split, cfg.tasks, train=False, size=size)
     num_classes = int(ckpt["num_classes"])
-    model = create_model(
-        cfg.model.name,
-        cfg.tasks,
-        num_classes,
-        cfg.model.backbone,
-        False,
-        head_channels=cfg.model.head_channels,
-    )
+    model = build_model(cfg.model, cfg.tasks, num_classes, pretrained=False)
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
     branch = None
@@ -175,6 +185,7 @@ def evaluate(
         }
         protocols[t] = m.protocol
     h, w = size
+    n_params, n_flops = inference_cost(model, (h, w), dev)
     report = {
         "run": {
             "dataset": cfg.data.dataset,
@@ -191,8 +202,9 @@ def evaluate(
         "resolution": [h, w],
         "metrics": results,
         "protocols": protocols,
-        "params": count_params(model),
-        "flops": count_flops(model, (h, w), dev),
+        "params": n_params,
+        "params_total": count_params(model),
+        "flops": n_flops,
         "timing": {
             "train_s": _train_seconds(run_dir),
             "ms_per_image": 1000.0 * forward_s / max(n_images, 1),

@@ -33,7 +33,7 @@ from mtl3d.engine.checkpoint import (
 from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
-from mtl3d.models import create_model
+from mtl3d.models import build_model, split_outputs
 from mtl3d.tasks import get_task
 
 # Keys that may differ when re-running a command on an existing run dir (they do not change
@@ -108,8 +108,44 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
         return max(0, self.iters - self.start)
 
 
-def poly_lambda(iters: int, power: float):
-    return lambda step: max(0.0, 1.0 - step / iters) ** power
+def lr_lambda(o: C.OptimConfig, iters: int, steps_per_epoch: int):
+    """The learning-rate factor at an iteration: poly to 0, step decay at milestones, or constant.
+
+    With ``schedule_unit: epoch`` the factor changes only at epoch boundaries (the survey's
+    per-epoch poly); milestones are then counted in epochs.
+    """
+    per = steps_per_epoch if o.schedule_unit == "epoch" else 1
+    total = -(-iters // per)
+
+    def factor(step: int) -> float:
+        t = step // per
+        if o.schedule == "poly":
+            return max(0.0, 1.0 - t / total) ** o.poly_power
+        if o.schedule == "step":
+            return o.gamma ** sum(t >= m for m in o.milestones)
+        return 1.0
+
+    return factor
+
+
+def is_backbone_param(name: str) -> bool:
+    """Parameters of a model's ``encoder`` (``encoder.*``, or ``nets.<task>.encoder.*`` in stl)."""
+    return name.startswith("encoder.") or ".encoder." in name
+
+
+def build_optimizer(o: C.OptimConfig, model: nn.Module, branch: nn.Module | None) -> torch.optim.Optimizer:
+    """Two parameter groups: heads/decoders/branch at ``lr`` (group 0), the encoder at ``backbone_lr``."""
+    heads = [p for n, p in model.named_parameters() if not is_backbone_param(n)]
+    backbone = [p for n, p in model.named_parameters() if is_backbone_param(n)]
+    if branch is not None:
+        heads += list(branch.parameters())
+    groups = [{"params": heads, "lr": o.lr, "name": "heads"}]
+    if backbone:
+        lr = o.lr if o.backbone_lr is None else o.backbone_lr
+        groups.append({"params": backbone, "lr": lr, "name": "backbone"})
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -166,29 +202,16 @@ class Run:
         )
         self.num_classes = self.train_set.num_classes
         seed_everything(cfg.seed)
-        self.model = create_model(
-            cfg.model.name,
-            cfg.tasks,
-            self.num_classes,
-            cfg.model.backbone,
-            cfg.model.pretrained,
-            head_channels=cfg.model.head_channels,
-        ).to(self.device)
+        self.model = build_model(cfg.model, cfg.tasks, self.num_classes).to(self.device)
         self.branch: nn.Module | None = None
         if reg.enabled:
             self.branch = build_branch(cfg, self.model, self.num_classes).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        params = list(self.model.parameters()) + (list(self.branch.parameters()) if self.branch else [])
-        o = cfg.optim
-        if o.name == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        else:
-            self.optimizer = torch.optim.SGD(
-                params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-            )
+        self.optimizer = build_optimizer(cfg.optim, self.model, self.branch)
+        steps_per_epoch = max(1, -(-len(self.train_set) // (cfg.batch_size * self.dist.world_size)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, poly_lambda(cfg.iters, o.poly_power)
+            self.optimizer, lr_lambda(cfg.optim, cfg.iters, steps_per_epoch)
         )
         self.weights = {t: C.task_weight(cfg, t) for t in cfg.tasks}
 
@@ -206,9 +229,16 @@ class Run:
         size = tuple(image.shape[-2:])
         with self.autocast():
             feats = self.model.encode(image)
-            preds = self.model.decode(feats, size)
+            preds, aux = split_outputs(self.model.decode(feats, size))
             out = multitask_loss(
-                preds, batch, self.weights, losses=cfg.losses, edge_pos_weight=cfg.edge_pos_weight
+                preds,
+                batch,
+                self.weights,
+                losses=cfg.losses,
+                edge_pos_weight=cfg.edge_pos_weight,
+                aux=aux,
+                final_weight=self.model.final_weight,
+                aux_weight=self.model.aux_weight,
             )
             if self.branch is not None:
                 rendered = self.branch(feats, batch["K"], size, neighbor=self.branch.neighbor_input(batch))

@@ -1,5 +1,15 @@
 """Models: ``create_model(name, tasks=..., num_classes=..., backbone=...)``."""
 
-from mtl3d.models.registry import create_model, list_models, register_model
+from mtl3d.models.base import AUX_KEY, DenseModel, split_outputs
+from mtl3d.models.registry import build_model, create_model, list_models, model_summary, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = [
+    "AUX_KEY",
+    "DenseModel",
+    "build_model",
+    "create_model",
+    "list_models",
+    "model_summary",
+    "register_model",
+    "split_outputs",
+]

@@ -1,4 +1,13 @@
-"""The model contract: ``encode(image) -> features``, ``decode(features, size) -> {task: logits}``."""
+"""The model contract: ``encode(image) -> features``, ``decode(features, size) -> {task: logits}``.
+
+Deep supervision is part of the contract, not a special case: in training mode ``decode`` may add
+one extra key, :data:`AUX_KEY`, holding named auxiliary outputs ``{name: {task: logits}}`` (e.g.
+MTI-Net's initial predictions per scale). The loss weighs the final outputs by ``final_weight`` and
+every auxiliary output by ``aux_weight`` (each on top of the task weight); both are the published
+recipe's values by default and can be overridden by ``model.final_weight`` / ``model.aux_weight``.
+In ``eval()`` mode ``decode`` returns the task outputs only, so inference parameters and FLOPs
+count only what inference runs.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
+AUX_KEY = "aux"
+
 
 class DenseModel(nn.Module):
     """Base class of every multi-task model.
 
-    ``feature_channels`` / ``feature_strides`` describe what ``encode`` returns, which is all a
-    training-only branch (the 3D-aware regularizer) needs to plug in.
+    ``feature_channels`` / ``feature_strides`` describe what ``encode`` returns (a list of maps,
+    finest first), which is all a training-only branch (the 3D-aware regularizer) needs to plug in.
+    A model keeps its backbone in ``self.encoder`` (parameters named ``encoder.*``): that is how the
+    trainer finds the backbone's parameter group (``optim.backbone_lr``).
     """
 
     tasks: list[str]
@@ -19,12 +32,26 @@ class DenseModel(nn.Module):
     feature_channels: list[int]
     feature_strides: list[int]
     supports_regularizer: bool = True
+    final_weight: float = 1.0  # loss weight of the final outputs (× task weight)
+    aux_weight: float = 1.0  # loss weight of every auxiliary (deep-supervision) output (× task weight)
 
     def encode(self, image: Tensor) -> Any:
         raise NotImplementedError
 
-    def decode(self, features: Any, size: tuple[int, int]) -> dict[str, Tensor]:
+    def decode(self, features: Any, size: tuple[int, int]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
+    def forward(self, image: Tensor) -> dict[str, Any]:
         return self.decode(self.encode(image), tuple(image.shape[-2:]))
+
+    def with_aux(self, out: dict[str, Tensor], aux: dict[str, dict[str, Tensor]]) -> dict[str, Any]:
+        """``out`` plus the auxiliary outputs in training mode; ``out`` alone in eval mode."""
+        if self.training and aux:
+            return {**out, AUX_KEY: aux}
+        return out
+
+
+def split_outputs(out: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+    """``decode``'s result -> (task outputs, auxiliary outputs by name)."""
+    aux = out.get(AUX_KEY, {})
+    return {k: v for k, v in out.items() if k != AUX_KEY}, aux

@@ -6,12 +6,14 @@ from torch import Tensor, nn
 
 from mtl3d.models.backbones import create_encoder
 from mtl3d.models.base import DenseModel
-from mtl3d.models.heads import FusionHead, fuse_scales, upsample_to
+from mtl3d.models.blocks import FusionHead, fuse_scales, upsample_to
 from mtl3d.models.registry import register_model
 
 
 @register_model("mtl")
 class MTLBaseline(DenseModel):
+    """Shared encoder + one fusion head per task (the survey's multi-task baseline)."""
+
     def __init__(
         self,
         out_channels: dict[str, int],

@@ -16,6 +16,8 @@ from mtl3d.models.registry import register_model
 
 @register_model("stl")
 class SingleTask(DenseModel):
+    """One mtl network per task (own encoder + head), trained side by side: the Δm reference."""
+
     supports_regularizer = False
 
     def __init__(

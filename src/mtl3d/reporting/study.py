@@ -124,7 +124,33 @@ def check_grid(study: dict[str, Any]) -> None:
 def load_study(path: str | Path, schema: str | Path | None = None) -> dict[str, Any]:
     """Read and validate a study file; ``schema`` defaults to the project's ``config/schema.yaml``."""
     schema_path = Path(schema) if schema is not None else find_schema(Path(path).resolve().parent)
-    return validate_study(read_yaml(path, "study file"), read_yaml(schema_path, "schema"))
+    study = validate_study(read_yaml(path, "study file"), read_yaml(schema_path, "schema"))
+    check_config_files(study, project_root(Path(path).resolve().parent))
+    return study
+
+
+def check_config_files(study: dict[str, Any], root: Path | None) -> None:
+    """Every ``config:`` (a train recipe) that a dataset or variant names exists and is a valid config.
+
+    The rules run from the project root, so that is where the paths are looked up.
+    """
+    from mtl3d import config as C
+
+    if root is None:
+        return
+    blocks = [(f"dataset {d['name']}", d.get("train", {})) for d in study["datasets"]]
+    blocks += [(f"variant {v['name']}", v["args"]) for v in study["variants"]]
+    for where, block in blocks:
+        if "config" in block:
+            path = root / str(block["config"])
+            if not path.is_file():
+                raise UserError(
+                    f"study {study['study']}: {where} names config {block['config']}, not found in {root}"
+                )
+            try:
+                C.load(path)
+            except UserError as e:
+                raise UserError(f"study {study['study']}: {where}: {path}: {e}") from None
 
 
 def expand_runs(study: dict[str, Any]) -> list[RunSpec]:

@@ -1,0 +1,199 @@
+"""Parameters and inference GMACs of the published configurations, beside the reference counts.
+
+    python benchmarks/published_counts.py [--markdown docs/figures/published_counts.md] [--only NAME]
+
+Builds each model as published (no pretrained weights are needed for a count) and counts
+parameters of what inference runs and multiply-adds of one forward pass at the published input
+size (torch's FLOP counter on the ``meta`` device, so nothing is computed; GMACs = FLOPs / 2).
+The reference numbers are those of ``../shared/notes/host-models.md``: code-implied counts
+[CALC] (nobody published full-model counts for these configurations) and, where they exist,
+published ones; the source column says which. docs/models.md explains every difference > 3 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mtl3d.models import create_model
+
+NYUD4 = ["semseg", "depth", "normals", "edges"]
+PASCAL5 = ["semseg", "human_parts", "saliency", "normals", "edges"]
+NYUD_CLASSES, PASCAL_CLASSES = 40, 21
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str
+    backbone: str
+    setting: str
+    tasks: tuple[str, ...]
+    num_classes: int
+    size: tuple[int, int]
+    ref_params_m: float | None
+    ref_gmacs: float | None
+    source: str
+    options: tuple[tuple[str, object], ...] = ()
+
+
+CONFIGS = [
+    Config(
+        "padnet",
+        "hrnet_w18_small_v2",
+        "NYUD S,D,N,E",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (425, 560),
+        19.52,
+        None,
+        "notes §0 [CALC] (ATRC T1's 4.59-5.50 M are single modules, not PAD-Net)",
+    ),
+    Config(
+        "padnet",
+        "hrnet_w18_small_v2",
+        "PASCAL 5 tasks",
+        tuple(PASCAL5),
+        PASCAL_CLASSES,
+        (512, 512),
+        29.31,
+        None,
+        "notes §0 [CALC]",
+    ),
+    Config(
+        "mtinet",
+        "hrnet_w18_small_v2",
+        "NYUD S,D,N,E",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (425, 560),
+        17.96,
+        22.4,
+        "notes §2.4 [CALC]",
+    ),
+    Config(
+        "mtinet",
+        "hrnet_w18_small_v2",
+        "PASCAL 5 tasks",
+        tuple(PASCAL5),
+        PASCAL_CLASSES,
+        (512, 512),
+        24.49,
+        None,
+        "notes §2.4 [CALC]",
+    ),
+    Config(
+        "mtinet",
+        "hrnet_w48",
+        "NYUD S,D,N,E",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (425, 560),
+        165.4,
+        182.6,
+        "notes §2.4 [CALC]; paper's host",
+    ),
+    Config(
+        "mtinet",
+        "hrnet_w48",
+        "PASCAL 5 tasks",
+        tuple(PASCAL5),
+        PASCAL_CLASSES,
+        (512, 512),
+        211.9,
+        None,
+        "notes §2.4 [CALC]",
+    ),
+    Config(
+        "padnet3way",
+        "resnet101",
+        "NYUD S,D",
+        ("semseg", "depth"),
+        NYUD_CLASSES,
+        (448, 576),
+        87.2,
+        None,
+        "notes §4.4 [CALC]",
+    ),
+    Config(
+        "padnet3way",
+        "resnet101",
+        "NYUD S,D,N",
+        ("semseg", "depth", "normals"),
+        NYUD_CLASSES,
+        (448, 576),
+        110.5,
+        None,
+        "notes §4.4 [CALC]",
+    ),
+    Config(
+        "padnet3way",
+        "resnet101",
+        "NYUD S,D,N,E",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (448, 576),
+        134.3,
+        None,
+        "notes §4.4 [CALC]",
+    ),
+    Config(
+        "densemtl",
+        "resnet101",
+        "NYUD S,D,N,E",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (448, 576),
+        None,
+        None,
+        "no published count (mTEB sizes: docs/models.md)",
+    ),
+]
+
+
+def count(cfg: Config) -> tuple[float, float]:
+    """(parameters in M, inference GMACs) of one configuration."""
+    classes = {"semseg": cfg.num_classes, "human_parts": 7}
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = create_model(cfg.model, list(cfg.tasks), classes, backbone=cfg.backbone, **dict(cfg.options))
+        model.eval()
+        params = sum(p.numel() for p in model.parameters())
+        x = torch.zeros(1, 3, *cfg.size)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    return params / 1e6, counter.get_total_flops() / 2e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--only", help="only this model")
+    args = ap.parse_args()
+    lines = [
+        "| model | backbone | setting | input | params ours (M) | params ref. (M) | Δ | GMACs ours | "
+        "GMACs ref. | reference |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for cfg in CONFIGS:
+        if args.only and cfg.model != args.only:
+            continue
+        p, g = count(cfg)
+        dp = f"{100 * (p / cfg.ref_params_m - 1):+.1f} %" if cfg.ref_params_m else "–"
+        rp = f"{cfg.ref_params_m:.2f}" if cfg.ref_params_m else "–"
+        rg = f"{cfg.ref_gmacs:.1f}" if cfg.ref_gmacs else "–"
+        lines.append(
+            f"| {cfg.model} | {cfg.backbone} | {cfg.setting} | {cfg.size[0]}×{cfg.size[1]} | {p:.2f} "
+            f"| {rp} | {dp} | {g:.1f} | {rg} | {cfg.source} |"
+        )
+        print(lines[-1], flush=True)
+    if args.markdown:
+        from pathlib import Path
+
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""MTI-Net (Vandenhende et al., ECCV'20) as the MTL survey's code implements it (notes host-models.md §2.1).
+
+Coarse to fine over the encoder levels s = L-1 … 0 (HRNet: 1/32 … 1/4):
+initial task prediction at s (2 BasicBlocks + Conv1×1; below the coarsest level its input is the level
+concatenated with the previous level's propagated features, resized to this level's size) → feature
+propagation module (FPM) after every level but the finest → per-level multi-modal distillation →
+per-task HRNet head over all levels → bilinear to the input size. Every task is both a main and an
+auxiliary task (the ATRC / InvPT / 3D-aware setting).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mtl3d.errors import UserError
+from mtl3d.models.backbones import create_encoder
+from mtl3d.models.base import DenseModel
+from mtl3d.models.blocks import (
+    BasicBlock,
+    HRNetHead,
+    LevelAdapter,
+    MultiModalDistillation,
+    SqueezeExcitation,
+    TaskPrediction,
+    upsample_to,
+)
+from mtl3d.models.registry import register_model
+
+FPM_SOFTMAX = ("channel_groups", "tasks")
+
+
+def fpm_attention(logits: Tensor, num_tasks: int, mode: str = "channel_groups") -> Tensor:
+    """The FPM's softmax mask over ``logits`` of shape (B, N·c, H, W), returned in the same shape.
+
+    ``"channel_groups"`` is the survey code: the map is viewed as (B, c, N, H, W) and normalised over
+    the N-axis, i.e. over groups of N *adjacent* channels (mostly of one task, notes §2.1 [INF]).
+    ``"tasks"`` is the reading of the paper: viewed as (B, N, c, H, W), normalised across the N task
+    blocks (channel i of every task competes). A deviation from the code; flag it when used.
+    """
+    b, ch, h, w = logits.shape
+    if mode == "channel_groups":
+        return torch.softmax(logits.view(b, ch // num_tasks, num_tasks, h, w), dim=2).view(b, ch, h, w)
+    if mode == "tasks":
+        return torch.softmax(logits.view(b, num_tasks, ch // num_tasks, h, w), dim=1).view(b, ch, h, w)
+    raise UserError(f"unknown fpm_softmax {mode!r}; valid: {', '.join(FPM_SOFTMAX)}")
+
+
+class FeaturePropagation(nn.Module):
+    """MTI-Net's feature propagation module at one scale (``c`` channels per task, N tasks).
+
+    concat over tasks (S = N·c) → BasicBlock(S→S/4) → BasicBlock(S/4) → Conv1×1 (S/4→S) = logits →
+    :func:`fpm_attention` ⊙ concat → BasicBlock(S→c) = shared → per task ``SE_t(shared) + f_t``.
+    """
+
+    def __init__(self, tasks: list[str], channels: int, softmax: str = "channel_groups") -> None:
+        super().__init__()
+        if softmax not in FPM_SOFTMAX:
+            raise UserError(f"unknown fpm_softmax {softmax!r}; valid: {', '.join(FPM_SOFTMAX)}")
+        self.tasks, self.softmax = list(tasks), softmax
+        shared = len(self.tasks) * channels
+        hidden = max(1, shared // 4)  # max(): only tiny test widths with one task get below 4
+        self.attention_logits = nn.Sequential(
+            BasicBlock(shared, hidden), BasicBlock(hidden, hidden), nn.Conv2d(hidden, shared, 1)
+        )
+        self.reduce = BasicBlock(shared, channels)
+        self.se = nn.ModuleDict({t: SqueezeExcitation(channels) for t in self.tasks})
+
+    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
+        concat = torch.cat([feats[t] for t in self.tasks], dim=1)
+        mask = fpm_attention(self.attention_logits(concat), len(self.tasks), self.softmax)
+        shared = self.reduce(mask * concat)
+        return {t: self.se[t](shared) + feats[t] for t in self.tasks}
+
+
+@register_model("mtinet")
+class MTINet(DenseModel):
+    """MTI-Net (survey code): multi-scale initial predictions, feature propagation, distillation.
+
+    Deep supervision (training only): ``"scale0"`` … ``"scale3"`` = every task's initial prediction
+    at each encoder level (finest first). The survey's MTINetLoss applies the full task weight at every
+    scale and to the final output, hence ``final_weight = aux_weight = 1``.
+    """
+
+    final_weight = 1.0
+    aux_weight = 1.0
+
+    def __init__(
+        self,
+        out_channels: dict[str, int],
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        widths: list[int] | None = None,
+        fpm_softmax: str = "channel_groups",
+    ) -> None:
+        super().__init__()
+        self.tasks = list(out_channels)
+        self.out_channels = dict(out_channels)
+        self.encoder = create_encoder(backbone, pretrained)
+        self.feature_channels = list(self.encoder.channels)
+        self.feature_strides = list(self.encoder.strides)
+        self.adapter = LevelAdapter(self.feature_channels, widths)
+        ch = self.adapter.out_channels
+        levels = len(ch)
+
+        def initial(s: int, k: int) -> TaskPrediction:
+            # Coarsest level: its own map; finer ones also get the propagated features of level s+1.
+            cin = ch[s] if s == levels - 1 else ch[s] + ch[s + 1]
+            return TaskPrediction(nn.Sequential(BasicBlock(cin, ch[s]), BasicBlock(ch[s], ch[s])), ch[s], k)
+
+        self.initial = nn.ModuleList(
+            [nn.ModuleDict({t: initial(s, k) for t, k in out_channels.items()}) for s in range(levels)]
+        )
+        # One FPM after every level but the finest (survey: after 1/32, 1/16, 1/8); index s-1.
+        self.fpm = nn.ModuleList(
+            [FeaturePropagation(self.tasks, ch[s], fpm_softmax) for s in range(1, levels)]
+        )
+        self.distill = nn.ModuleList([MultiModalDistillation(self.tasks, self.tasks, c) for c in ch])
+        self.heads = nn.ModuleDict({t: HRNetHead(ch, k) for t, k in out_channels.items()})
+
+    def encode(self, image: Tensor) -> list[Tensor]:
+        return self.encoder(image)
+
+    def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict:
+        x = self.adapter(features)
+        levels = len(x)
+        distilled: list[dict[str, Tensor]] = [{} for _ in range(levels)]
+        aux: dict[str, dict[str, Tensor]] = {}
+        propagated: dict[str, Tensor] | None = None
+        for s in reversed(range(levels)):
+            heads = self.initial[s]
+            if propagated is None:
+                feats = {t: heads[t](x[s]) for t in self.tasks}
+            else:
+                # Resize to the level's explicit size: branches of odd size (27×35 under 14×18) are
+                # not twice the next, so the survey's scale_factor=2 would break the concat.
+                feats = {
+                    t: heads[t](torch.cat([x[s], upsample_to(propagated[t], x[s].shape[-2:])], dim=1))
+                    for t in self.tasks
+                }
+            if self.training:  # initial logits feed only the deep-supervision loss
+                aux[f"scale{s}"] = {t: heads[t].classifier(f) for t, f in feats.items()}
+            distilled[s] = self.distill[s](feats)
+            if s > 0:
+                propagated = self.fpm[s - 1](feats)
+        out = {t: upsample_to(self.heads[t]([d[t] for d in distilled]), size) for t in self.tasks}
+        # Finest first, as the encoder's levels.
+        return self.with_aux(out, dict(sorted(aux.items())))
