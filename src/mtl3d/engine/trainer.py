@@ -377,6 +377,10 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
             batch_sampler=sampler,
             num_workers=cfg.data.num_workers,
             pin_memory=run.device.type == "cuda",
+            # Its own generator: creating the iterator draws a base seed, which from the global RNG
+            # would shift every later random draw (dropout, the regularizer's stratified samples) by
+            # one on resume, since a resumed run creates its iterator after restoring the RNG state.
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
         bar = tqdm(
             total=cfg.iters,
