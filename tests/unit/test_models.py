@@ -61,3 +61,17 @@ def test_other_timm_backbones(backbone, channels):
     assert m.feature_channels == channels and m.feature_strides == [4, 8, 16, 32]
     with torch.no_grad():
         assert m(torch.randn(1, 3, 64, 64))["depth"].shape == (1, 1, 64, 64)
+
+
+def test_models_command_lists_every_model_with_one_line():
+    from typer.testing import CliRunner
+
+    from mtl3d.cli import app
+
+    res = CliRunner().invoke(app, ["models"])
+    assert res.exit_code == 0
+    lines = res.output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list_models()
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # every model has its summary
+    res = CliRunner().invoke(app, ["models", "--options", "mtinet"])
+    assert res.exit_code == 0 and "fpm_softmax = 'channel_groups'" in res.output
