@@ -35,8 +35,28 @@ class DenseModel(nn.Module):
     final_weight: float = 1.0  # loss weight of the final outputs (× task weight)
     aux_weight: float = 1.0  # loss weight of every auxiliary (deep-supervision) output (× task weight)
 
+    def init_host(
+        self,
+        out_channels: dict[str, int],
+        backbone: str,
+        pretrained: bool,
+        output_stride: int | None = None,
+        min_stride: int = 4,
+    ) -> None:
+        """Tasks, output channels and the shared ``encoder`` (any timm backbone), as every host needs."""
+        from mtl3d.models.backbones import create_encoder
+
+        self.tasks = list(out_channels)
+        self.out_channels = dict(out_channels)
+        self.encoder = create_encoder(
+            backbone, pretrained, output_stride=output_stride, min_stride=min_stride
+        )
+        self.feature_channels = list(self.encoder.channels)
+        self.feature_strides = list(self.encoder.strides)
+
     def encode(self, image: Tensor) -> Any:
-        raise NotImplementedError
+        """The encoder's maps, finest first (what the regularizer reads)."""
+        return self.encoder(image)
 
     def decode(self, features: Any, size: tuple[int, int]) -> dict[str, Any]:
         raise NotImplementedError

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 from mtl3d.errors import UserError
-from mtl3d.models.backbones import create_encoder
 from mtl3d.models.base import DenseModel
 from mtl3d.models.blocks import (
     BasicBlock,
@@ -94,11 +93,7 @@ class MTINet(DenseModel):
         fpm_softmax: str = "channel_groups",
     ) -> None:
         super().__init__()
-        self.tasks = list(out_channels)
-        self.out_channels = dict(out_channels)
-        self.encoder = create_encoder(backbone, pretrained)
-        self.feature_channels = list(self.encoder.channels)
-        self.feature_strides = list(self.encoder.strides)
+        self.init_host(out_channels, backbone, pretrained)
         self.adapter = LevelAdapter(self.feature_channels, widths)
         ch = self.adapter.out_channels
         levels = len(ch)
@@ -117,9 +112,6 @@ class MTINet(DenseModel):
         )
         self.distill = nn.ModuleList([MultiModalDistillation(self.tasks, self.tasks, c) for c in ch])
         self.heads = nn.ModuleDict({t: HRNetHead(ch, k) for t, k in out_channels.items()})
-
-    def encode(self, image: Tensor) -> list[Tensor]:
-        return self.encoder(image)
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict:
         x = self.adapter(features)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mtl3d.models.backbones import create_encoder
 from mtl3d.models.base import DenseModel
 from mtl3d.models.blocks import FusionHead, fuse_scales, upsample_to
 from mtl3d.models.registry import register_model
@@ -22,16 +21,9 @@ class MTLBaseline(DenseModel):
         head_channels: int = 64,
     ) -> None:
         super().__init__()
-        self.tasks = list(out_channels)
-        self.out_channels = dict(out_channels)
-        self.encoder = create_encoder(backbone, pretrained)
-        self.feature_channels = list(self.encoder.channels)
-        self.feature_strides = list(self.encoder.strides)
+        self.init_host(out_channels, backbone, pretrained)
         fused = sum(self.feature_channels)
         self.heads = nn.ModuleDict({t: FusionHead(fused, c, head_channels) for t, c in out_channels.items()})
-
-    def encode(self, image: Tensor) -> list[Tensor]:
-        return self.encoder(image)
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
         fused = fuse_scales(features)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mtl3d.models.backbones import create_encoder
 from mtl3d.models.base import DenseModel
 from mtl3d.models.blocks import (
     Bottleneck,
@@ -44,11 +43,7 @@ class PADNet(DenseModel):
         widths: list[int] | None = None,
     ) -> None:
         super().__init__()
-        self.tasks = list(out_channels)
-        self.out_channels = dict(out_channels)
-        self.encoder = create_encoder(backbone, pretrained)
-        self.feature_channels = list(self.encoder.channels)
-        self.feature_strides = list(self.encoder.strides)
+        self.init_host(out_channels, backbone, pretrained)
         self.adapter = LevelAdapter(self.feature_channels, widths)
         self.fuse = HRNetFuse(self.adapter.out_channels)  # the survey's ``fuse_hrnet``
         fused = self.fuse.out_channels
@@ -65,9 +60,6 @@ class PADNet(DenseModel):
         self.final = nn.ModuleDict(
             {t: TaskPrediction(bottlenecks(feat), feat, k) for t, k in out_channels.items()}
         )
-
-    def encode(self, image: Tensor) -> list[Tensor]:
-        return self.encoder(image)
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict:
         fused = self.fuse(self.adapter(features))

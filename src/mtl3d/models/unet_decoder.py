@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 
 from mtl3d.errors import UserError
-from mtl3d.models.backbones import create_encoder
 from mtl3d.models.base import DenseModel
 from mtl3d.models.blocks import ASPP, ConvELU, upsample_to
 
@@ -120,12 +119,8 @@ class UNetMultiTask(DenseModel):
         aspp_channels: int,
     ) -> None:
         super().__init__()
-        self.tasks = list(out_channels)
-        self.out_channels = dict(out_channels)
         # min_stride=2: the U-Net skips include the stride-2 stem output (e0).
-        self.encoder = create_encoder(backbone, pretrained, output_stride=output_stride, min_stride=2)
-        self.feature_channels = list(self.encoder.channels)
-        self.feature_strides = list(self.encoder.strides)
+        self.init_host(out_channels, backbone, pretrained, output_stride=output_stride, min_stride=2)
         if len(self.feature_channels) < 2:
             raise UserError(f"backbone {backbone!r} gives {len(self.feature_channels)} level(s); need >= 2")
         self.decoder_channels = [int(c) for c in decoder_channels]
@@ -147,9 +142,6 @@ class UNetMultiTask(DenseModel):
                 f"nothing the outputs use), got {scale}"
             )
         return scale
-
-    def encode(self, image: Tensor) -> list[Tensor]:
-        return self.encoder(image)
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
         x: dict[str, Tensor | None] = dict.fromkeys(self.tasks)
