@@ -126,9 +126,14 @@ def multitask_loss(
         out[key] = value
         terms.append(scale * weights[task] * value)
 
+    aux = aux or {}
+    unsupervised = [t for t in weights if t not in preds and not any(t in a for a in aux.values())]
+    if unsupervised:
+        raise ValueError(f"no prediction of task(s) {unsupervised} to supervise")
     for task in weights:
-        add(task, task, preds[task], final_weight)
-    for name, aux_preds in (aux or {}).items():
+        if task in preds:  # auxiliary-only tasks (a model's main_tasks option) have no final output
+            add(task, task, preds[task], final_weight)
+    for name, aux_preds in aux.items():
         for task, pred in aux_preds.items():
             if task in weights:
                 add(f"ds/{name}/{task}", task, pred, aux_weight)

@@ -102,3 +102,17 @@ def test_mtl_beats_constant_predictors_on_every_task(tmp_path):
     assert got["depth"]["rmse"] < 0.95 * const["depth"]["rmse"]
     assert got["normals"]["mean"] < 0.8 * const["normals"]["mean"]
     assert got["edges"]["odsF"] > const["edges"]["odsF"] + 5
+
+
+def test_auxiliary_only_tasks_train_and_are_not_scored(tmp_path, rooms):
+    """The survey's NYUD setting: semseg, depth main; normals, edges supervised only as deep supervision."""
+    cfg = C.load(None, {"data": {"root": str(rooms)}, "model": {"name": "mtinet", "backbone": "resnet10t",
+                        "options": {"widths": [4, 4, 8, 8], "main_tasks": ["semseg", "depth"]}},
+                        "iters": 2, "batch_size": 2, "n_saved_predictions": 1, "log_every": 1,
+                        "regularizer": {"enabled": True}})
+    run = train(cfg, tmp_path / "run", progress=False)
+    log = (run / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert "loss/ds/scale0/edges" in log and "loss/edges" not in log and "loss/reg/edges" in log
+    rep = evaluate(run, progress=False)
+    assert rep["metrics"].keys() == {"semseg", "depth"}
+    assert rep["run"]["tasks"] == ["semseg", "depth"] and rep["run"]["aux_only_tasks"] == ["normals", "edges"]

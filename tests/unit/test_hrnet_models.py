@@ -174,3 +174,39 @@ def test_hrnet_encoder_at_odd_sizes():
     enc = create_model("mtl", ["depth"], backbone="hrnet_w18_small_v2").encoder.eval()
     with torch.no_grad():
         assert _sizes(enc(torch.randn(1, 3, 106, 140))) == [(27, 35), (14, 18), (7, 9), (4, 5)]
+
+
+@pytest.mark.parametrize(
+    "cls, tasks, millions",
+    [
+        # The survey's NYUD configurations: S,D main; "+edges_normals" adds N,E as auxiliary-only tasks
+        # (host-models.md §0 and §2.4 [CALC]).
+        (PADNet, ["semseg", "depth"], 7.02),
+        (PADNet, NYUD, 12.16),
+        (MTINet, ["semseg", "depth"], 8.58),
+        (MTINet, NYUD, 14.84),
+    ],
+)
+def test_parameter_count_of_survey_nyud_configurations(cls, tasks, millions):
+    with torch.device("meta"):
+        m = cls(
+            {t: get_task(t).out_channels(40) for t in tasks},
+            backbone="hrnet_w18_small_v2",
+            main_tasks=["semseg", "depth"],
+        )
+    assert sum(p.numel() for p in m.parameters()) / 1e6 == pytest.approx(millions, rel=2e-3)
+
+
+@pytest.mark.parametrize("name", ["padnet", "mtinet"])
+def test_auxiliary_only_tasks(name):
+    """main_tasks=[S, D]: N, E are predicted only as deep supervision; inference returns S, D."""
+    m = create_model(name, NYUD, 5, main_tasks=["semseg", "depth"], **SMALL).train()
+    out = m(torch.randn(2, 3, 64, 96))
+    assert set(out) == {"semseg", "depth", AUX_KEY}
+    assert all(set(per_task) == set(NYUD) for per_task in out[AUX_KEY].values())
+    m.eval()
+    with torch.no_grad():
+        assert set(m(torch.randn(1, 3, 64, 96))) == {"semseg", "depth"}
+    assert m.main_tasks == ["semseg", "depth"] and m.tasks == NYUD
+    with pytest.raises(UserError, match="main_tasks must be a non-empty subset"):
+        create_model(name, NYUD, 5, main_tasks=["saliency"], **SMALL)

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from mtl3d.losses import (
@@ -58,3 +59,16 @@ def test_multitask_total_is_weighted_sum_and_resizes():
     assert math.isclose(out["depth"].item(), 2.0)
     assert math.isclose(out["edges"].item(), 0.05 * math.log(2), rel_tol=1e-6)
     assert math.isclose(out["total"].item(), 2 * 2.0 + 10 * 0.05 * math.log(2), rel_tol=1e-6)
+
+
+def test_auxiliary_only_tasks_are_supervised_through_deep_supervision():
+    from mtl3d.losses import multitask_loss
+
+    batch = {"depth": torch.ones(1, 1, 4, 4), "edges": torch.zeros(1, 1, 4, 4)}
+    preds = {"depth": torch.zeros(1, 1, 4, 4)}
+    aux = {"initial": {"depth": torch.zeros(1, 1, 4, 4), "edges": torch.zeros(1, 1, 4, 4)}}
+    out = multitask_loss(preds, batch, {"depth": 1.0, "edges": 2.0}, aux=aux)
+    assert "edges" not in out and "ds/initial/edges" in out
+    assert torch.allclose(out["total"], out["depth"] + out["ds/initial/depth"] + 2 * out["ds/initial/edges"])
+    with pytest.raises(ValueError, match="no prediction of task"):
+        multitask_loss(preds, batch, {"depth": 1.0, "edges": 1.0})

@@ -113,6 +113,7 @@ def evaluate(
     dataset = create_dataset(info.name, cfg.data.root, split, cfg.tasks, train=False, size=size)
     num_classes = int(ckpt["num_classes"])
     model = build_model(cfg.model, cfg.tasks, num_classes, pretrained=False)
+    tasks = list(model.main_tasks)  # auxiliary-only tasks have no output to score
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
     branch = None
@@ -128,7 +129,7 @@ def evaluate(
             class_names=dataset.classes,
             **({"max_dist": info.edge_max_dist} if t == "edges" else {}),
         )
-        for t in cfg.tasks
+        for t in tasks
     }
     loader = DataLoader(
         dataset, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers
@@ -150,8 +151,8 @@ def evaluate(
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             forward_s += time.perf_counter() - t0
-            preds = {t: postprocess(t, out[t]) for t in cfg.tasks}
-            for t in cfg.tasks:
+            preds = {t: postprocess(t, out[t]) for t in tasks}
+            for t in tasks:
                 metrics[t].update(preds[t], batch[t])
             rendered = None
             if branch is not None and saved < n_save:
@@ -167,7 +168,7 @@ def evaluate(
                 .round()
                 .astype(np.uint8)
             }
-            for t in cfg.tasks:
+            for t in tasks:
                 arrays[f"gt_{t}"] = batch[t][i].cpu().numpy()
                 arrays[f"pred_{t}"] = _compact(t, preds[t][i])
             if rendered is not None:
@@ -194,7 +195,8 @@ def evaluate(
             "regularizer": cfg.regularizer.enabled,
             "variant": cfg.model.name + ("+3d" if cfg.regularizer.enabled else ""),
             "seed": cfg.seed,
-            "tasks": cfg.tasks,
+            "tasks": tasks,
+            "aux_only_tasks": [t for t in cfg.tasks if t not in tasks],
             "iters": cfg.iters,
         },
         "split": split,

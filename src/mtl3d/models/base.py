@@ -27,7 +27,8 @@ class DenseModel(nn.Module):
     trainer finds the backbone's parameter group (``optim.backbone_lr``).
     """
 
-    tasks: list[str]
+    tasks: list[str]  # every task the model is trained on (its labels are loaded)
+    main_tasks: list[str]  # the tasks with a final output: what inference returns and evaluation scores
     out_channels: dict[str, int]
     feature_channels: list[int]
     feature_strides: list[int]
@@ -42,11 +43,26 @@ class DenseModel(nn.Module):
         pretrained: bool,
         output_stride: int | None = None,
         min_stride: int = 4,
+        main_tasks: list[str] | None = None,
     ) -> None:
-        """Tasks, output channels and the shared ``encoder`` (any timm backbone), as every host needs."""
+        """Tasks, output channels and the shared ``encoder`` (any timm backbone), as every host needs.
+
+        ``main_tasks`` (default: all) are the tasks with a final output; the others are auxiliary-only
+        tasks, supervised through the deep-supervision outputs alone (the survey's NYUD PAD-Net and
+        MTI-Net: semseg and depth main, normals and edges auxiliary).
+        """
+        from mtl3d.errors import UserError
         from mtl3d.models.backbones import create_encoder
 
-        self.tasks = list(out_channels)
+        tasks = list(out_channels)
+        main = list(tasks) if main_tasks is None else list(main_tasks)
+        wrong = [t for t in main if t not in tasks]
+        if wrong or not main:
+            raise UserError(
+                f"main_tasks must be a non-empty subset of the tasks ({', '.join(tasks)}); got {main}"
+            )
+        self.main_tasks = [t for t in tasks if t in main]
+        self.tasks = tasks
         self.out_channels = dict(out_channels)
         self.encoder = create_encoder(
             backbone, pretrained, output_stride=output_stride, min_stride=min_stride

@@ -77,8 +77,9 @@ class MTINet(DenseModel):
     """MTI-Net (survey code): multi-scale initial predictions, feature propagation, distillation.
 
     Deep supervision (training only): ``"scale0"`` … ``"scale3"`` = every task's initial prediction
-    at each encoder level (finest first). The survey's MTINetLoss applies the full task weight at every
-    scale and to the final output, hence ``final_weight = aux_weight = 1``.
+    at each encoder level (finest first). ``main_tasks`` (default: all) have final heads; the others
+    are auxiliary-only (survey NYUD: S,D main, N,E auxiliary). The survey's MTINetLoss applies the
+    full task weight at every scale and to the final output, hence ``final_weight = aux_weight = 1``.
     """
 
     final_weight = 1.0
@@ -91,9 +92,10 @@ class MTINet(DenseModel):
         pretrained: bool = False,
         widths: list[int] | None = None,
         fpm_softmax: str = "channel_groups",
+        main_tasks: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.init_host(out_channels, backbone, pretrained)
+        self.init_host(out_channels, backbone, pretrained, main_tasks=main_tasks)
         self.adapter = LevelAdapter(self.feature_channels, widths)
         ch = self.adapter.out_channels
         levels = len(ch)
@@ -110,8 +112,9 @@ class MTINet(DenseModel):
         self.fpm = nn.ModuleList(
             [FeaturePropagation(self.tasks, ch[s], fpm_softmax) for s in range(1, levels)]
         )
-        self.distill = nn.ModuleList([MultiModalDistillation(self.tasks, self.tasks, c) for c in ch])
-        self.heads = nn.ModuleDict({t: HRNetHead(ch, k) for t, k in out_channels.items()})
+        # Every task predicts at every scale and sends messages; main tasks receive them.
+        self.distill = nn.ModuleList([MultiModalDistillation(self.main_tasks, self.tasks, c) for c in ch])
+        self.heads = nn.ModuleDict({t: HRNetHead(ch, out_channels[t]) for t in self.main_tasks})
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict:
         x = self.adapter(features)
@@ -135,6 +138,6 @@ class MTINet(DenseModel):
             distilled[s] = self.distill[s](feats)
             if s > 0:
                 propagated = self.fpm[s - 1](feats)
-        out = {t: upsample_to(self.heads[t]([d[t] for d in distilled]), size) for t in self.tasks}
+        out = {t: upsample_to(self.heads[t]([d[t] for d in distilled]), size) for t in self.main_tasks}
         # Finest first, as the encoder's levels.
         return self.with_aux(out, dict(sorted(aux.items())))

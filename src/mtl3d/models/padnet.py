@@ -27,6 +27,8 @@ class PADNet(DenseModel):
     """PAD-Net (survey code): fused HRNet features, initial predictions, spatial-attention distillation.
 
     Deep supervision (training only): ``"initial"`` = every task's 1/4-resolution initial prediction.
+    ``main_tasks`` (default: all) have final heads; the others are auxiliary-only (survey NYUD: S,D
+    main, N,E auxiliary).
     The survey's PADNetLoss weighs initial and final predictions with the same task weight, hence
     ``final_weight = aux_weight = 1``.
     """
@@ -41,9 +43,10 @@ class PADNet(DenseModel):
         pretrained: bool = False,
         head_channels: int = 64,
         widths: list[int] | None = None,
+        main_tasks: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.init_host(out_channels, backbone, pretrained)
+        self.init_host(out_channels, backbone, pretrained, main_tasks=main_tasks)
         self.adapter = LevelAdapter(self.feature_channels, widths)
         self.fuse = HRNetFuse(self.adapter.out_channels)  # the survey's ``fuse_hrnet``
         fused = self.fuse.out_channels
@@ -56,9 +59,10 @@ class PADNet(DenseModel):
         self.initial = nn.ModuleDict(
             {t: TaskPrediction(bottlenecks(fused), feat, k) for t, k in out_channels.items()}
         )
-        self.distill = MultiModalDistillation(self.tasks, self.tasks, feat)
+        # Every task makes an initial prediction and sends messages; main tasks receive them.
+        self.distill = MultiModalDistillation(self.main_tasks, self.tasks, feat)
         self.final = nn.ModuleDict(
-            {t: TaskPrediction(bottlenecks(feat), feat, k) for t, k in out_channels.items()}
+            {t: TaskPrediction(bottlenecks(feat), feat, out_channels[t]) for t in self.main_tasks}
         )
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict:
@@ -69,5 +73,5 @@ class PADNet(DenseModel):
             {"initial": {t: self.initial[t].classifier(f) for t, f in feats.items()}} if self.training else {}
         )
         feats = self.distill(feats)
-        out = {t: upsample_to(self.final[t].predict(feats[t]), size) for t in self.tasks}
+        out = {t: upsample_to(self.final[t].predict(feats[t]), size) for t in self.main_tasks}
         return self.with_aux(out, aux)

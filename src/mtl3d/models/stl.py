@@ -29,6 +29,7 @@ class SingleTask(DenseModel):
     ) -> None:
         super().__init__()
         self.tasks = list(out_channels)
+        self.main_tasks = list(self.tasks)
         self.out_channels = dict(out_channels)
         self.nets = nn.ModuleDict(
             {t: MTLBaseline({t: c}, backbone, pretrained, head_channels) for t, c in out_channels.items()}
