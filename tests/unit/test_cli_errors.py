@@ -31,7 +31,7 @@ def data(tmp_path):
         ),
         (
             ["--data-root", "{data}", "--model", "mtinet", "--set", "model.options.width=[1]"],
-            "model 'mtinet' has no option 'width'; valid: fpm_softmax, widths",
+            "model 'mtinet' has no option 'width'; valid: fpm_softmax, main_tasks, widths",
         ),
         (
             ["--data-root", "{data}", "--model", "mtinet", "--set", "model.options.fpm_softmax=x"],
