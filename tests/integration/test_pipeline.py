@@ -37,6 +37,8 @@ PIPELINE_FILES = [
     "src",
 ]
 STUDIES = ["config/smoke.yaml", "params.yaml", "config/nyud.yaml", "config/pascal.yaml"]
+_SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+N_SMOKE_RUNS = len(_SMOKE["variants"]) * len(_SMOKE["seeds"]) * len(_SMOKE["datasets"])
 
 _MISSING = [t for t in ("snakemake", "dvc", "papermill") if shutil.which(t, path=str(BIN)) is None]
 # Skipped only outside CI: `make test` installs the pipeline tools, so CI must never skip these.
@@ -155,7 +157,8 @@ def test_smoke_study_outputs(smoke: dict) -> None:
     work = smoke["dir"]
     print(f"smoke study: {smoke['seconds']:.1f} s")
     outputs, _ = dry_run_jobs(copy_pipeline(work.parent / "plan"), "config/smoke.yaml")
-    assert len(outputs) == 1 + 3 + 3 * 2 + 3 + 4 * 2  # prepare, train, evaluate, collect, notebooks
+    n = N_SMOKE_RUNS
+    assert len(outputs) == 1 + n + n * 2 + 3 + 4 * 2  # prepare, train, evaluate, collect, notebooks
     for rel in sorted(outputs):
         path = work / rel
         assert path.exists(), f"declared output missing: {rel}"
@@ -248,7 +251,7 @@ def test_dvc_repro_gives_the_same_metrics(smoke: dict) -> None:
     print(f"dvc repro: {smoke['dvc_seconds']:.1f} s (alongside snakemake)")
     assert smoke["dvc_rc"] == 0, smoke["dvc_log"][-4000:]
     ours, theirs = _metrics(smoke["dir"]), _metrics(work)
-    assert sorted(ours) == sorted(theirs) and len(ours) == 3
+    assert sorted(ours) == sorted(theirs) and len(ours) == N_SMOKE_RUNS
     for k in ours:
         _assert_same_metrics(ours[k], theirs[k])
     status = run([str(BIN / "dvc"), "status"], work)
