@@ -64,6 +64,13 @@ def train_options(wildcards):
     )
 
 
+def train_configs(wildcards):
+    """The recipe files (`config:` of the dataset's train options or the variant's args) a run reads,
+    so that editing a recipe re-runs the runs that use it."""
+    blocks = (DATASETS[wildcards.dataset].get("train", {}), VARIANTS[wildcards.variant]["args"])
+    return [b["config"] for b in blocks if "config" in b]
+
+
 def run_dir_of(wildcards, output):
     return os.path.dirname(output[0])
 

@@ -6,6 +6,7 @@
 rule train:
     input:
         data=data_path,
+        configs=train_configs,
     output:
         done="results/runs/{study}/{dataset}/{variant}/seed{seed}/done",
     params:
