@@ -110,10 +110,10 @@ def evaluate(
     info = get_dataset_info(cfg.data.dataset)
     split = split or cfg.data.eval_split
     size = (cfg.data.height, cfg.data.width) if cfg.data.height and cfg.data.width else None
-    dataset = create_dataset(info.name, cfg.data.root, split, cfg.tasks, train=False, size=size)
     num_classes = int(ckpt["num_classes"])
     model = build_model(cfg.model, cfg.tasks, num_classes, pretrained=False)
-    tasks = list(model.main_tasks)  # auxiliary-only tasks have no output to score
+    tasks = list(model.main_tasks)  # auxiliary-only tasks have no output to score: no labels to load
+    dataset = create_dataset(info.name, cfg.data.root, split, tasks, train=False, size=size)
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
     branch = None

@@ -1,6 +1,6 @@
 """Model registry, in the manner of timm's ``create_model``.
 
-A new model is one file with a ``@register_model("name")`` class and one line in ``_MODEL_MODULES``.
+A new model is one file with a class decorated by ``register_model`` and one line in ``_MODEL_MODULES``.
 Its constructor's keyword arguments (after ``out_channels, backbone, pretrained``) are its options:
 ``--set model.options.NAME=VALUE`` on the command line, checked against the signature and the type
 hints, so a typo or a wrong type is a one-line error naming the valid options.
