@@ -196,6 +196,34 @@ CONFIGS = [
         None,
         "no published count (mTEB sizes: docs/models.md)",
     ),
+    # InvPT: ours leaves out the 6.64 M (NYUD) / 6.97 M (PASCAL) parameters the released code never uses
+    # and the 5.35 G / 5.44 G MACs of its computed-but-unused tap-18 conv (models/invpt.py).
+    # img_size: the released model's position-embedding grid (resized to the training size at load).
+    Config(
+        "invpt",
+        "vit_large_patch16_384",
+        "NYUD S,D,N,E",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (448, 576),
+        402.1,
+        602.0,
+        "notes §3.5 [CALC] (incl. 6.64 M unused params, 5.35 G unused MACs)",
+        (("img_size", [448, 576]),),
+    ),
+    Config(
+        "invpt",
+        "vit_large_patch16_384",
+        "PASCAL 5 tasks",
+        tuple(PASCAL5),
+        PASCAL_CLASSES,
+        (512, 512),
+        422.9,
+        672.0,
+        "notes §3.5 [CALC] (incl. 6.97 M unused params, 5.44 G unused MACs); "
+        "published 423.0 M / 669.9 GFLOPs [REC]",
+        (("img_size", [512, 512]),),
+    ),
 ]
 
 

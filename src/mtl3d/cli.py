@@ -1,4 +1,4 @@
-"""The ``mtl3d`` command: data / train / evaluate / report / models."""
+"""The ``mtl3d`` command: data / train / search / evaluate / report / models."""
 
 from __future__ import annotations
 
@@ -81,23 +81,34 @@ def train(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train one run (or resume it, or do nothing if it is finished)."""
-    from mtl3d import config as C
     from mtl3d.engine.trainer import train as run_train
 
+    cfg = _load_config(
+        config,
+        set_,
+        {
+            "data.dataset": dataset,
+            "data.root": data_root,
+            "model.name": model,
+            "model.backbone": backbone,
+            "tasks": tasks.split(",") if tasks else None,
+            "regularizer.enabled": regularizer,
+            "iters": iters,
+            "batch_size": batch_size,
+            "optim.lr": lr,
+            "seed": seed,
+            "device": device,
+        },
+    )
+    run_train(cfg, out, progress=not quiet)
+
+
+def _load_config(config: Path | None, set_: list[str] | None, options: dict[str, Any]) -> Any:
+    """The run config: the YAML file, then the named command-line options, then every ``--set``."""
+    from mtl3d import config as C
+
     over: dict[str, Any] = {}
-    for key, val in {
-        "data.dataset": dataset,
-        "data.root": data_root,
-        "model.name": model,
-        "model.backbone": backbone,
-        "tasks": tasks.split(",") if tasks else None,
-        "regularizer.enabled": regularizer,
-        "iters": iters,
-        "batch_size": batch_size,
-        "optim.lr": lr,
-        "seed": seed,
-        "device": device,
-    }.items():
+    for key, val in options.items():
         if val is not None:
             _set_nested(over, key, val)
     for item in set_ or []:
@@ -105,8 +116,78 @@ def train(
             raise UserError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         _set_nested(over, k.strip(), yaml.safe_load(v))
-    cfg = C.load(config, over)
+    return C.load(config, over)
+
+
+search_app = typer.Typer(no_args_is_help=True, help="Architecture search (ATRC) and voting over searches.")
+app.add_typer(search_app, name="search")
+
+
+@search_app.command("atrc")
+def search_atrc(
+    out: Annotated[Path, typer.Option(help="search directory (re-running resumes it)")],
+    dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
+    data_root: Annotated[str | None, typer.Option(help="prepared dataset directory")] = None,
+    backbone: Annotated[str | None, typer.Option(help="timm backbone")] = None,
+    tasks: Annotated[str | None, typer.Option(help="comma-separated tasks")] = None,
+    iters: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config (an atrc recipe); options here override it")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.01")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Search ATRC's context types (Gumbel-softmax supergraph, resumable); writes OUT/genotype.json."""
+    from mtl3d.engine.trainer import train as run_train
+    from mtl3d.models.atrc_search import search_genotype
+
+    cfg = _load_config(
+        config,
+        set_,
+        {
+            "data.dataset": dataset,
+            "data.root": data_root,
+            "model.name": "atrc",
+            "model.backbone": backbone,
+            "tasks": tasks.split(",") if tasks else None,
+            "iters": iters,
+            "batch_size": batch_size,
+            "optim.lr": lr,
+            "seed": seed,
+            "device": device,
+        },
+    )
+    if cfg.regularizer.enabled:
+        raise UserError(
+            "the search runs without the 3D-aware regularizer; add it when retraining the genotype"
+        )
+    if cfg.model.genotype is not None or "genotype" in cfg.model.options:
+        # An ATRC recipe names a default genotype for retraining; the search finds its own.
+        typer.echo(f"search: not using the config's genotype ({cfg.model.genotype}); searching one", err=True)
+        cfg.model.genotype = None
+        cfg.model.options = {k: v for k, v in cfg.model.options.items() if k != "genotype"}
+    cfg.model.options = {**cfg.model.options, "search": True}
     run_train(cfg, out, progress=not quiet)
+    path = search_genotype(out)
+    typer.echo(f"genotype written to {path}")
+
+
+@search_app.command("vote")
+def search_vote(
+    out: Annotated[Path, typer.Option(help="the voted genotype.json to write")],
+    genotypes: Annotated[list[Path], typer.Argument(help="genotype.json files of several searches")],
+) -> None:
+    """Majority vote per context-pooling block over several searched genotypes (ATRC: 5 searches)."""
+    from mtl3d.models.atrc_search import vote_files
+
+    path = vote_files(genotypes, out)
+    typer.echo(f"voted genotype written to {path}")
 
 
 @app.command()

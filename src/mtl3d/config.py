@@ -39,6 +39,8 @@ class ModelConfig:
     # Model-specific options = the constructor's keyword arguments (`mtl3d models --options NAME`),
     # checked against its signature and type hints.
     options: dict[str, Any] = field(default_factory=dict)
+    # A searched architecture (ATRC): the genotype.json of `mtl3d search atrc`, or a shipped name.
+    genotype: str | None = None
     # Loss weights of the final and of the auxiliary (deep-supervision) outputs; None: the model's
     # published recipe (docs/models.md).
     final_weight: float | None = None

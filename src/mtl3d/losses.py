@@ -6,7 +6,7 @@ masks invalid pixels with the task's ignore value (see ``mtl3d.tasks``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,9 @@ def task_loss(
     """The loss of one task; ``loss`` overrides the task's default (e.g. ``berhu``, ``cosine``)."""
     spec = get_task(task)
     name = loss or spec.loss
+    if spec.kind != "classification" and pred.shape[1] != spec.channels:
+        # e.g. a label-space output (40 depth bins) reaching the regression loss, which would broadcast
+        raise ValueError(f"prediction for {task} has {pred.shape[1]} channels; its loss needs {spec.channels}")
     if pred.shape[-2:] != target.shape[-2:]:
         pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
     if name == "ce":
@@ -108,6 +111,7 @@ def multitask_loss(
     aux: Mapping[str, Mapping[str, Tensor]] | None = None,
     final_weight: float = 1.0,
     aux_weight: float = 1.0,
+    aux_loss: Callable[[str, str, Tensor, Tensor], Tensor | None] | None = None,
 ) -> dict[str, Tensor]:
     """Weighted sum over ``weights``' tasks; the returned per-task values are unweighted.
 
@@ -115,14 +119,18 @@ def multitask_loss(
     initial predictions per scale): each adds ``aux_weight · w_t · L_t`` and is reported as
     ``ds/<name>/<task>``; the final outputs count ``final_weight · w_t · L_t``. Predictions at a
     lower resolution are bilinearly upsampled to the label (as the published code does).
+    ``aux_loss(name, task, pred, target)`` may supply the loss of an auxiliary output predicted in
+    another label space (ATRC's label heads); ``None`` from it means the task's own loss.
     """
     out: dict[str, Tensor] = {}
     terms: list[Tensor] = []
 
-    def add(key: str, task: str, pred: Tensor, scale: float) -> None:
-        value = task_loss(
-            task, pred, batch[task], loss=(losses or {}).get(task), edge_pos_weight=edge_pos_weight
-        )
+    def add(key: str, task: str, pred: Tensor, scale: float, name: str | None = None) -> None:
+        value = aux_loss(name, task, pred, batch[task]) if aux_loss is not None and name else None
+        if value is None:
+            value = task_loss(
+                task, pred, batch[task], loss=(losses or {}).get(task), edge_pos_weight=edge_pos_weight
+            )
         out[key] = value
         terms.append(scale * weights[task] * value)
 
@@ -136,6 +144,6 @@ def multitask_loss(
     for name, aux_preds in aux.items():
         for task, pred in aux_preds.items():
             if task in weights:
-                add(f"ds/{name}/{task}", task, pred, aux_weight)
+                add(f"ds/{name}/{task}", task, pred, aux_weight, name)
     out["total"] = torch.stack(terms).sum() if terms else torch.zeros(())
     return out

@@ -28,13 +28,17 @@ SMALL: dict[str, dict] = {
     "mtinet": {"widths": [8, 8, 16, 16]},
     "padnet3way": {"decoder_channels": [8, 8, 8, 16, 16], "aspp_channels": 8},
     "densemtl": {"decoder_channels": [8, 8, 8, 16, 16], "aspp_channels": 8},
+    "atrc": {"genotype": "nyud_hrnet18", "widths": [8, 8, 16, 16]},
+    "invpt": {"patch_size": 8, "taps": [1, 2, 3, 4], "decoder_dim": 16, "drop_path_rate": 0.0},
 }
-NEW = ["padnet", "mtinet", "padnet3way", "densemtl"]
+# Backbone per model where resnet18 does not fit (InvPT needs a ViT: 4 blocks of ViT-Ti via `taps`).
+BACKBONE = {"invpt": "vit_tiny_patch16_224"}
+NEW = ["padnet", "mtinet", "padnet3way", "densemtl", "atrc", "invpt"]
 
 
 def small(name: str, tasks=TASKS) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model(name, tasks, NUM_CLASSES, backbone="resnet18", **SMALL[name])
+    return create_model(name, tasks, NUM_CLASSES, backbone=BACKBONE.get(name, "resnet18"), **SMALL[name])
 
 
 def batch_for(size: tuple[int, int], b: int = 2) -> dict:
@@ -93,7 +97,13 @@ def test_gradients_reach_every_parameter(name):
     batch = batch_for((53, 75))
     preds, aux = split_outputs(m(batch["image"]))
     loss = multitask_loss(
-        preds, batch, dict.fromkeys(TASKS, 1.0), aux=aux, final_weight=m.final_weight, aux_weight=m.aux_weight
+        preds,
+        batch,
+        dict.fromkeys(TASKS, 1.0),
+        aux=aux,
+        final_weight=m.final_weight,
+        aux_weight=m.aux_weight,
+        aux_loss=lambda *a: m.aux_loss(*a, 0.95),  # ATRC's label heads: their own label spaces
     )["total"]
     loss.backward()
     unreached = [n for n, p in m.named_parameters() if p.grad is None]
@@ -141,7 +151,9 @@ def test_regularizer_leaves_inference_unchanged(name, tmp_path):
     host.train()
     feats = host.encode(batch["image"])
     preds, aux = split_outputs(host.decode(feats, (48, 64)))
-    loss = multitask_loss(preds, batch, dict.fromkeys(TASKS, 1.0), aux=aux)["total"]
+    loss = multitask_loss(
+        preds, batch, dict.fromkeys(TASKS, 1.0), aux=aux, aux_loss=lambda *a: host.aux_loss(*a, 0.95)
+    )["total"]
     rendered = branch(feats, batch["K"], (48, 64))
     reg = branch.loss(rendered, batch, dict.fromkeys(TASKS, 1.0))["total"]
     (loss + reg).backward()
@@ -172,7 +184,7 @@ def test_flops_count_only_inference():
         m(torch.zeros(1, 3, 64, 96))
     assert c.get_total_flops() > f_eval  # training adds the initial-prediction classifiers
     n_inf, _ = inference_cost(m, (64, 96), torch.device("cpu"))
-    classifiers = sum(p.numel() for head in m.initial for t in head for p in head[t].classifier.parameters())
+    classifiers = sum(p.numel() for head in m.propagation.initial for t in head for p in head[t].classifier.parameters())
     assert n_inf == count_params(m) - classifiers  # they are not inference parameters either
     assert inference_cost(small("mtl"), (64, 96), torch.device("cpu"))[0] == count_params(small("mtl"))
 

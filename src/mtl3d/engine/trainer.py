@@ -134,9 +134,14 @@ def is_backbone_param(name: str) -> bool:
 
 
 def build_optimizer(o: C.OptimConfig, model: nn.Module, branch: nn.Module | None) -> torch.optim.Optimizer:
-    """Two parameter groups: heads/decoders/branch at ``lr`` (group 0), the encoder at ``backbone_lr``."""
-    heads = [p for n, p in model.named_parameters() if not is_backbone_param(n)]
-    backbone = [p for n, p in model.named_parameters() if is_backbone_param(n)]
+    """Two parameter groups: heads/decoders/branch at ``lr`` (group 0), the encoder at ``backbone_lr``.
+
+    A search model's architecture parameters are left out: they get their own optimiser.
+    """
+    arch = {id(p) for p in getattr(model, "arch_parameters", list)()}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch]
+    heads = [p for n, p in named if not is_backbone_param(n)]
+    backbone = [p for n, p in named if is_backbone_param(n)]
     if branch is not None:
         heads += list(branch.parameters())
     groups = [{"params": heads, "lr": o.lr, "name": "heads"}]
@@ -202,13 +207,20 @@ class Run:
         )
         self.num_classes = self.train_set.num_classes
         seed_everything(cfg.seed)
-        self.model = build_model(cfg.model, cfg.tasks, self.num_classes).to(self.device)
+        self.model = build_model(cfg.model, cfg.tasks, self.num_classes)
+        self.model.fit_to_data(self.train_set)  # deterministic; a resumed run reloads the same buffers
+        self.model = self.model.to(self.device)
         self.branch: nn.Module | None = None
         if reg.enabled:
             self.branch = build_branch(cfg, self.model, self.num_classes).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.branch)
+        arch = self.model.arch_parameters()
+        # A search's architecture logits: Adam without weight decay and without schedule (ATRC).
+        self.arch_optimizer = (
+            torch.optim.Adam(arch, lr=self.model.arch_lr, weight_decay=0.0) if arch else None
+        )
         steps_per_epoch = max(1, -(-len(self.train_set) // (cfg.batch_size * self.dist.world_size)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim, cfg.iters, steps_per_epoch)
@@ -239,7 +251,13 @@ class Run:
                 aux=aux,
                 final_weight=self.model.final_weight,
                 aux_weight=self.model.aux_weight,
+                aux_loss=lambda name, task, pred, target: self.model.aux_loss(
+                    name, task, pred, target, cfg.edge_pos_weight
+                ),
             )
+            for key, value in self.model.extra_losses().items():
+                out[key] = value
+                out["total"] = out["total"] + value
             if self.branch is not None:
                 rendered = self.branch(feats, batch["K"], size, neighbor=self.branch.neighbor_input(batch))
                 reg = self.branch.loss(rendered, batch, self.weights, cfg.losses, cfg.edge_pos_weight)
@@ -257,12 +275,16 @@ class Run:
             groups = [*groups, list(self.branch.parameters())]
         return groups
 
-    def step(self, batch: dict[str, Any]) -> dict[str, float]:
+    def step(self, batch: dict[str, Any], step: int = 0) -> dict[str, float]:
+        """One optimisation step; ``step`` (0-based) drives the model's own schedules (a search's)."""
         self.model.train()
+        self.model.begin_step(step, self.cfg.iters)
         if self.branch is not None:
             self.branch.train()
         out = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.arch_optimizer is not None:
+            self.arch_optimizer.zero_grad(set_to_none=True)
         out["total"].backward()
         if self.dist.enabled:
             _allreduce_grads(self.model, self.branch, self.dist)
@@ -270,6 +292,8 @@ class Run:
             for group in self.clip_groups():
                 torch.nn.utils.clip_grad_norm_(group, self.cfg.optim.grad_clip)
         self.optimizer.step()
+        if self.arch_optimizer is not None:
+            self.arch_optimizer.step()
         self.scheduler.step()
         return {k: float(v.detach()) for k, v in out.items()}
 
@@ -279,6 +303,7 @@ class Run:
             "model": self.model.state_dict(),
             "branch": self.branch.state_dict() if self.branch is not None else None,
             "optimizer": self.optimizer.state_dict(),
+            "arch_optimizer": self.arch_optimizer.state_dict() if self.arch_optimizer is not None else None,
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "config": C.to_dict(self.cfg),
@@ -290,6 +315,8 @@ class Run:
         if self.branch is not None and ckpt.get("branch") is not None:
             self.branch.load_state_dict(ckpt["branch"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.arch_optimizer is not None:
+            self.arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         return int(ckpt["step"])
@@ -393,7 +420,7 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         step = start
         for batch in loader:
             lr = run.optimizer.param_groups[0]["lr"]
-            losses = run.step(to_device(batch, run.device))
+            losses = run.step(to_device(batch, run.device), step)
             step += 1
             if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
                 raise UserError(f"loss became non-finite at step {step} ({losses}); lower the learning rate")

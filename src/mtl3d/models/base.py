@@ -80,6 +80,28 @@ class DenseModel(nn.Module):
     def forward(self, image: Tensor) -> dict[str, Any]:
         return self.decode(self.encode(image), tuple(image.shape[-2:]))
 
+    # -- optional hooks the trainer calls (defaults: nothing special) -------------------------------
+    def aux_loss(
+        self, name: str, task: str, pred: Tensor, target: Tensor, edge_pos_weight: float
+    ) -> Tensor | None:
+        """The loss of auxiliary output ``name`` for ``task``; ``None``: the task's own loss (the usual
+        case). ATRC's label heads predict in another label space (depth bins, normal codewords)."""
+        return None
+
+    def fit_to_data(self, dataset: Any) -> None:
+        """Fit data-derived buffers (ATRC's normals codebook) from the training set, before training."""
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """Architecture parameters of a search (ATRC): the trainer gives them their own optimiser."""
+        return []
+
+    def begin_step(self, step: int, total: int) -> None:
+        """Called before each training step (schedules of a search)."""
+
+    def extra_losses(self) -> dict[str, Tensor]:
+        """Weighted loss terms beyond the task losses (a search's entropy regulariser), added to the total."""
+        return {}
+
     def with_aux(self, out: dict[str, Tensor], aux: dict[str, dict[str, Tensor]]) -> dict[str, Any]:
         """``out`` plus the auxiliary outputs in training mode; ``out`` alone in eval mode."""
         if self.training and aux:

@@ -72,6 +72,63 @@ class FeaturePropagation(nn.Module):
         return {t: self.se[t](shared) + feats[t] for t in self.tasks}
 
 
+class TaskPropagation(nn.Module):
+    """MTI-Net's first half, coarse to fine over the levels s = L-1 … 0: initial task predictions
+    (2 BasicBlocks + Conv1×1; below the coarsest level the input is the level concatenated with the
+    previous level's propagated features, resized to this level's size) and a feature propagation
+    module after every level but the finest (survey: after 1/32, 1/16, 1/8).
+
+    Returns the per-level task features (finest first) and the initial logits by scale
+    (``{"scale<s>": {task: logits}}``, deep supervision). Shared by MTI-Net and ATRC+FPM.
+    """
+
+    def __init__(
+        self,
+        tasks: list[str],
+        out_channels: dict[str, int],
+        ch: list[int],
+        fpm_softmax: str = "channel_groups",
+    ) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        levels = len(ch)
+
+        def initial(s: int, k: int) -> TaskPrediction:
+            # Coarsest level: its own map; finer ones also get the propagated features of level s+1.
+            cin = ch[s] if s == levels - 1 else ch[s] + ch[s + 1]
+            return TaskPrediction(nn.Sequential(BasicBlock(cin, ch[s]), BasicBlock(ch[s], ch[s])), ch[s], k)
+
+        self.initial = nn.ModuleList(
+            [nn.ModuleDict({t: initial(s, out_channels[t]) for t in self.tasks}) for s in range(levels)]
+        )
+        # Index s-1: the FPM applied after level s.
+        self.fpm = nn.ModuleList(
+            [FeaturePropagation(self.tasks, ch[s], fpm_softmax) for s in range(1, levels)]
+        )
+
+    def forward(self, x: list[Tensor]) -> tuple[list[dict[str, Tensor]], dict[str, dict[str, Tensor]]]:
+        levels: list[dict[str, Tensor]] = [{} for _ in x]
+        aux: dict[str, dict[str, Tensor]] = {}
+        propagated: dict[str, Tensor] | None = None
+        for s in reversed(range(len(x))):
+            heads = self.initial[s]
+            if propagated is None:
+                feats = {t: heads[t](x[s]) for t in self.tasks}
+            else:
+                # Resize to the level's explicit size: branches of odd size (27×35 under 14×18) are
+                # not twice the next, so the survey's scale_factor=2 would break the concat.
+                feats = {
+                    t: heads[t](torch.cat([x[s], upsample_to(propagated[t], x[s].shape[-2:])], dim=1))
+                    for t in self.tasks
+                }
+            if self.training:  # initial logits feed only the deep-supervision loss
+                aux[f"scale{s}"] = {t: heads[t].classifier(f) for t, f in feats.items()}
+            levels[s] = feats
+            if s > 0:
+                propagated = self.fpm[s - 1](feats)
+        return levels, dict(sorted(aux.items()))  # finest first, as the encoder's levels
+
+
 @register_model("mtinet")
 class MTINet(DenseModel):
     """MTI-Net (survey code): multi-scale initial predictions, feature propagation, distillation.
@@ -98,46 +155,13 @@ class MTINet(DenseModel):
         self.init_host(out_channels, backbone, pretrained, main_tasks=main_tasks)
         self.adapter = LevelAdapter(self.feature_channels, widths)
         ch = self.adapter.out_channels
-        levels = len(ch)
-
-        def initial(s: int, k: int) -> TaskPrediction:
-            # Coarsest level: its own map; finer ones also get the propagated features of level s+1.
-            cin = ch[s] if s == levels - 1 else ch[s] + ch[s + 1]
-            return TaskPrediction(nn.Sequential(BasicBlock(cin, ch[s]), BasicBlock(ch[s], ch[s])), ch[s], k)
-
-        self.initial = nn.ModuleList(
-            [nn.ModuleDict({t: initial(s, k) for t, k in out_channels.items()}) for s in range(levels)]
-        )
-        # One FPM after every level but the finest (survey: after 1/32, 1/16, 1/8); index s-1.
-        self.fpm = nn.ModuleList(
-            [FeaturePropagation(self.tasks, ch[s], fpm_softmax) for s in range(1, levels)]
-        )
+        self.propagation = TaskPropagation(self.tasks, out_channels, ch, fpm_softmax)
         # Every task predicts at every scale and sends messages; main tasks receive them.
         self.distill = nn.ModuleList([MultiModalDistillation(self.main_tasks, self.tasks, c) for c in ch])
         self.heads = nn.ModuleDict({t: HRNetHead(ch, out_channels[t]) for t in self.main_tasks})
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict:
-        x = self.adapter(features)
-        levels = len(x)
-        distilled: list[dict[str, Tensor]] = [{} for _ in range(levels)]
-        aux: dict[str, dict[str, Tensor]] = {}
-        propagated: dict[str, Tensor] | None = None
-        for s in reversed(range(levels)):
-            heads = self.initial[s]
-            if propagated is None:
-                feats = {t: heads[t](x[s]) for t in self.tasks}
-            else:
-                # Resize to the level's explicit size: branches of odd size (27×35 under 14×18) are
-                # not twice the next, so the survey's scale_factor=2 would break the concat.
-                feats = {
-                    t: heads[t](torch.cat([x[s], upsample_to(propagated[t], x[s].shape[-2:])], dim=1))
-                    for t in self.tasks
-                }
-            if self.training:  # initial logits feed only the deep-supervision loss
-                aux[f"scale{s}"] = {t: heads[t].classifier(f) for t, f in feats.items()}
-            distilled[s] = self.distill[s](feats)
-            if s > 0:
-                propagated = self.fpm[s - 1](feats)
+        levels, aux = self.propagation(self.adapter(features))
+        distilled = [self.distill[s](feats) for s, feats in enumerate(levels)]
         out = {t: upsample_to(self.heads[t]([d[t] for d in distilled]), size) for t in self.main_tasks}
-        # Finest first, as the encoder's levels.
-        return self.with_aux(out, dict(sorted(aux.items())))
+        return self.with_aux(out, aux if self.training else {})

@@ -25,6 +25,8 @@ _MODEL_MODULES = (
     "mtl3d.models.mtinet",
     "mtl3d.models.padnet3way",
     "mtl3d.models.densemtl",
+    "mtl3d.models.invpt",
+    "mtl3d.models.atrc",
 )
 _FIXED_ARGS = ("self", "out_channels", "backbone", "pretrained")
 
@@ -109,6 +111,10 @@ def build_model(cfg: Any, tasks: list[str], num_classes: int | None, pretrained:
     kwargs = dict(cfg.options)
     if cfg.head_channels is not None:
         kwargs["head_channels"] = cfg.head_channels
+    if cfg.genotype is not None:
+        if "genotype" in kwargs:
+            raise UserError("give the genotype once: model.genotype or model.options.genotype")
+        kwargs["genotype"] = cfg.genotype
     model = create_model(
         cfg.name,
         tasks,

@@ -1,0 +1,181 @@
+"""ATRC's architecture search (notes ``method-specs.md`` §C.3; released ``search_pl_model.py``).
+
+Every CP block of the supergraph is a :class:`MixedContext`: all candidates (none, global, local,
+T-label and, off the diagonal, S-label) weighted by a Gumbel-softmax sample of its architecture
+logits α (SNAS-style relaxation, single-level: α and the weights are updated from the same backward,
+α by Adam lr 5e-4 without weight decay). The temperature λ falls linearly 1.0 → 0.05 and the entropy
+weight ω_H rises linearly −0.02 → 0.06 over the run (negative for the first quarter: exploration,
+then a push towards one-hot); the loss adds ω_H · mean_j H(softmax(α_j)). A block whose top-two
+softmax(α) differ by ≥ 0.3 is fixed to its argmax for the rest of the search (irreversible). The
+genotype is the argmax (or fixed choice) of every block; several searches are combined by a
+majority vote per block.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtl3d.errors import UserError
+from mtl3d.models.atrc import CONTEXTS, ContextBlock, Genotype, genotype_json, load_genotype
+
+TEMPERATURE = (1.0, 0.05)
+ENTROPY_WEIGHT = (-0.02, 0.06)
+FIX_MARGIN = 0.3
+
+
+def linear_schedule(start: float, end: float, step: int, total: int) -> float:
+    """``start`` at step 0, ``end`` at step ``total`` (released code's Gumbel / entropy schedulers)."""
+    return start + (end - start) * min(max(step, 0), total) / max(total, 1)
+
+
+def should_fix(alpha: Tensor, margin: float = FIX_MARGIN) -> bool:
+    """Early-fixing rule: the two largest softmax(α) probabilities differ by at least ``margin``."""
+    top = alpha.softmax(-1).topk(2).values
+    return bool(top[0] - top[1] >= margin)
+
+
+def entropy(alpha: Tensor) -> Tensor:
+    return -(alpha.softmax(-1) * alpha.log_softmax(-1)).sum()
+
+
+class MixedContext(nn.Module):
+    """A searchable CP block: candidates ``none, global, local, tlabel[, slabel]`` mixed by Gumbel-softmax.
+
+    ``temperature`` and ``margin`` are set by the model each step; ``fixed`` (a buffer, so checkpoints
+    keep it) is −1 while the block is still searched, else the index of the chosen candidate.
+    """
+
+    def __init__(self, diagonal: bool, channels: int, att_channels: int, kernel: int, border: str) -> None:
+        super().__init__()
+        # On the diagonal (source = target) S-label equals T-label: 4 candidates (released code).
+        self.candidates = list(CONTEXTS[:4] if diagonal else CONTEXTS)
+        self.ops = nn.ModuleDict(
+            {
+                k: ContextBlock(k, channels, att_channels, kernel, border, last_affine=False)
+                for k in self.candidates[1:]
+            }
+        )
+        self.alpha = nn.Parameter(torch.zeros(len(self.candidates)))
+        self.register_buffer("fixed", torch.tensor(-1))
+        self.temperature = TEMPERATURE[0]
+        self.margin = FIX_MARGIN
+
+    def choice(self) -> str:
+        i = int(self.fixed) if int(self.fixed) >= 0 else int(self.alpha.argmax())
+        return self.candidates[i]
+
+    def weights(self) -> Tensor:
+        if self.training and int(self.fixed) < 0 and should_fix(self.alpha.detach(), self.margin):
+            self.fixed.fill_(int(self.alpha.argmax()))
+        if int(self.fixed) >= 0 or not self.training:
+            return F.one_hot(torch.tensor(self.candidates.index(self.choice())), len(self.candidates)).to(
+                self.alpha
+            )
+        return F.gumbel_softmax(self.alpha, tau=self.temperature, hard=False)
+
+    def forward(self, target: Tensor, source: Tensor, prob_t: Tensor | None, prob_s: Tensor | None) -> Tensor:
+        w = self.weights()
+        out = None
+        # "none" contributes nothing, but its weight still takes part in the softmax (and gets a gradient).
+        for i, name in enumerate(self.candidates[1:], start=1):
+            if not w.requires_grad and float(w[i]) == 0.0:
+                continue  # a one-hot choice: skip the candidates it zeroes (same output, less work)
+            y = w[i] * self.ops[name](target, source, prob_t, prob_s)
+            out = y if out is None else out + y
+        if out is None:  # "none" chosen: a zero map of the block's output shape
+            b, _, h, wd = target.shape
+            out = target.new_zeros(b, self.ops["global"].value[0].out_channels, h, wd)
+        return out
+
+
+def blocks(model: nn.Module) -> list[tuple[str, str, MixedContext]]:
+    """Every (target, source, block) of a search model."""
+    return [
+        (t, s, blk)
+        for t, fusion in model.fusion.items()
+        for s, blk in fusion.blocks.items()
+        if isinstance(blk, MixedContext)
+    ]
+
+
+def block_probabilities(model: nn.Module) -> dict[str, dict[str, dict[str, float]]]:
+    """softmax(α) of every block, for the genotype file (how sure the search was)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for t, s, blk in blocks(model):
+        p = blk.alpha.detach().softmax(-1).tolist()
+        out.setdefault(t, {})[s] = {c: round(v, 4) for c, v in zip(blk.candidates, p, strict=True)}
+    return out
+
+
+def write_genotype(model: nn.Module, path: str | Path, **extra: object) -> Path:
+    """The search model's genotype (with its α probabilities and which blocks were fixed early) as JSON."""
+    path = Path(path)
+    fixed = {f"{t}<-{s}": blk.choice() for t, s, blk in blocks(model) if int(blk.fixed) >= 0}
+    text = genotype_json(
+        model.current_genotype(), probabilities=block_probabilities(model), fixed_early=fixed, **extra
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+    return path
+
+
+def vote(genotypes: Sequence[Genotype]) -> tuple[Genotype, dict[str, float]]:
+    """Majority vote per block over several searches; ties go to the earlier search's choice.
+
+    Returns the voted genotype and agreement statistics (mean pairwise agreement, as ATRC App. F).
+    """
+    if not genotypes:
+        raise UserError("vote needs at least one genotype")
+    tasks = list(genotypes[0])
+    out: Genotype = {}
+    for t in tasks:
+        out[t] = {}
+        for s in tasks:
+            picks = [g[t][s] for g in genotypes]
+            counts = Counter(picks)
+            best = max(counts.values())
+            out[t][s] = next(p for p in picks if counts[p] == best)
+    pairs = [(i, j) for i in range(len(genotypes)) for j in range(i + 1, len(genotypes))]
+    agree = [
+        sum(genotypes[i][t][s] == genotypes[j][t][s] for t in tasks for s in tasks) / len(tasks) ** 2
+        for i, j in pairs
+    ]
+    return out, {"searches": len(genotypes), "pairwise_agreement": sum(agree) / len(agree) if agree else 1.0}
+
+
+def vote_files(paths: Sequence[str | Path], out: str | Path) -> Path:
+    """Read searched genotype files, vote, write the result (with the sources and agreement)."""
+    first = json.loads(Path(paths[0]).read_text()) if paths else {}
+    tasks = first.get("tasks") or list(first.get("genotype", {}))
+    genos = [load_genotype(str(p), tasks) for p in paths]
+    voted, stats = vote(genos)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(genotype_json(voted, sources=[str(p) for p in paths], **stats) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def search_genotype(run_dir: str | Path) -> Path:
+    """Write ``run_dir/genotype.json`` from a finished search run (its config and last checkpoint)."""
+    from mtl3d.engine.evaluator import load_run
+    from mtl3d.models import build_model
+
+    run_dir = Path(run_dir)
+    cfg, ckpt = load_run(run_dir)
+    model = build_model(cfg.model, cfg.tasks, int(ckpt["num_classes"]), pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    return write_genotype(
+        model,
+        run_dir / "genotype.json",
+        source=f"mtl3d search atrc: {cfg.data.dataset}, {cfg.model.backbone}, seed {cfg.seed}",
+        step=int(ckpt["step"]),
+    )
