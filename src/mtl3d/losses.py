@@ -80,8 +80,10 @@ def task_loss(
     spec = get_task(task)
     name = loss or spec.loss
     if spec.kind != "classification" and pred.shape[1] != spec.channels:
-        # e.g. a label-space output (40 depth bins) reaching the regression loss, which would broadcast
-        raise ValueError(f"prediction for {task} has {pred.shape[1]} channels; its loss needs {spec.channels}")
+        # e.g. a label-space output (40 depth bins) reaching a regression loss, where it would broadcast
+        raise ValueError(
+            f"prediction for {task} has {pred.shape[1]} channels; its loss needs {spec.channels}"
+        )
     if pred.shape[-2:] != target.shape[-2:]:
         pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
     if name == "ce":

@@ -184,7 +184,9 @@ def test_flops_count_only_inference():
         m(torch.zeros(1, 3, 64, 96))
     assert c.get_total_flops() > f_eval  # training adds the initial-prediction classifiers
     n_inf, _ = inference_cost(m, (64, 96), torch.device("cpu"))
-    classifiers = sum(p.numel() for head in m.propagation.initial for t in head for p in head[t].classifier.parameters())
+    classifiers = sum(
+        p.numel() for head in m.propagation.initial for t in head for p in head[t].classifier.parameters()
+    )
     assert n_inf == count_params(m) - classifiers  # they are not inference parameters either
     assert inference_cost(small("mtl"), (64, 96), torch.device("cpu"))[0] == count_params(small("mtl"))
 
