@@ -20,6 +20,14 @@ SMALL_OPTIONS = {
     "mtinet": ["model.options.widths=[4,4,8,8]"],
     "padnet3way": ["model.options.decoder_channels=[4,4,4,8,8]", "model.options.aspp_channels=4"],
     "densemtl": ["model.options.decoder_channels=[4,4,4,8,8]", "model.options.aspp_channels=4"],
+    "atrc": ["model.genotype=nyud_hrnet18", "model.options.widths=[4,4,8,8]"],
+    # the search: α, the early-fixed blocks and the arch optimiser's state must resume exactly too
+    "atrc-search": ["model.options.search=true", "model.options.widths=[4,4,8,8]"],
+    # ViT with stochastic depth (drop_path 0.15): the RNG state must resume exactly
+    "invpt": [
+        "model.backbone=vit_tiny_patch16_224",
+        "model.options={patch_size: 8, taps: [1, 2, 3, 4], decoder_dim: 16}",
+    ],
 }
 
 
@@ -37,7 +45,7 @@ def _cmd(root, out, model="mtl"):
         "--data-root",
         str(root),
         "--model",
-        model,
+        model.split("-")[0],
         "--backbone",
         "resnet10t",
         "--iters",

@@ -30,17 +30,30 @@ SMALL = {
     "mtinet": {"options": {"widths": [4, 4, 8, 8]}},
     "padnet3way": {"options": {"decoder_channels": [4, 4, 4, 8, 8], "aspp_channels": 4}},
     "densemtl": {"options": {"decoder_channels": [4, 4, 4, 8, 8], "aspp_channels": 4}},
+    "atrc": {"genotype": "nyud_hrnet18", "options": {"widths": [4, 4, 8, 8]}},
+    "invpt": {
+        "backbone": "vit_tiny_patch16_224",
+        "options": {"patch_size": 8, "taps": [1, 2, 3, 4], "decoder_dim": 16},
+    },
 }
 CASES = [("mtl", False), ("stl", False), ("mtl", True)] + [
-    (m, reg) for m in ("padnet", "mtinet", "padnet3way", "densemtl") for reg in (False, True)
+    (m, reg) for m in ("padnet", "mtinet", "padnet3way", "densemtl", "atrc", "invpt") for reg in (False, True)
 ]
 
 
 @pytest.mark.parametrize("model, reg", CASES)
 def test_train_then_evaluate(tmp_path, rooms, model, reg):
-    cfg = C.load(None, {"data": {"root": str(rooms)}, "model": {"name": model, "backbone": "resnet10t",
-                        **SMALL[model]}, "iters": 2, "batch_size": 2, "n_saved_predictions": 2,
-                        "regularizer": {"enabled": reg}})
+    cfg = C.load(
+        None,
+        {
+            "data": {"root": str(rooms)},
+            "model": {"name": model, "backbone": "resnet10t", **SMALL[model]},
+            "iters": 2,
+            "batch_size": 2,
+            "n_saved_predictions": 2,
+            "regularizer": {"enabled": reg},
+        },
+    )
     run = train(cfg, tmp_path / "run", progress=False)
     rep = evaluate(run, progress=False)
     on_disk = json.loads((run / "metrics.json").read_text())
@@ -90,8 +103,16 @@ def _constant_baselines(root, tasks):
 def test_mtl_beats_constant_predictors_on_every_task(tmp_path):
     root = tmp_path / "rooms"
     prepare(root, scenes=40, views=2, height=48, width=64, seed=3, progress=False)
-    cfg = C.load(None, {"data": {"root": str(root)}, "iters": 250, "batch_size": 8, "optim": {"lr": 2e-3},
-                        "n_saved_predictions": 0})
+    cfg = C.load(
+        None,
+        {
+            "data": {"root": str(root)},
+            "iters": 250,
+            "batch_size": 8,
+            "optim": {"lr": 2e-3},
+            "n_saved_predictions": 0,
+        },
+    )
     torch.set_num_threads(2)
     run = train(cfg, tmp_path / "run", progress=False)
     got = evaluate(run, progress=False)["metrics"]
@@ -106,10 +127,22 @@ def test_mtl_beats_constant_predictors_on_every_task(tmp_path):
 
 def test_auxiliary_only_tasks_train_and_are_not_scored(tmp_path, rooms):
     """The survey's NYUD setting: semseg, depth main; normals, edges supervised only as deep supervision."""
-    cfg = C.load(None, {"data": {"root": str(rooms)}, "model": {"name": "mtinet", "backbone": "resnet10t",
-                        "options": {"widths": [4, 4, 8, 8], "main_tasks": ["semseg", "depth"]}},
-                        "iters": 2, "batch_size": 2, "n_saved_predictions": 1, "log_every": 1,
-                        "regularizer": {"enabled": True}})
+    cfg = C.load(
+        None,
+        {
+            "data": {"root": str(rooms)},
+            "model": {
+                "name": "mtinet",
+                "backbone": "resnet10t",
+                "options": {"widths": [4, 4, 8, 8], "main_tasks": ["semseg", "depth"]},
+            },
+            "iters": 2,
+            "batch_size": 2,
+            "n_saved_predictions": 1,
+            "log_every": 1,
+            "regularizer": {"enabled": True},
+        },
+    )
     run = train(cfg, tmp_path / "run", progress=False)
     log = (run / "train_log.csv").read_text().splitlines()[0].split(",")
     assert "loss/ds/scale0/edges" in log and "loss/edges" not in log and "loss/reg/edges" in log

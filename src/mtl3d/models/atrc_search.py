@@ -153,7 +153,15 @@ def vote(genotypes: Sequence[Genotype]) -> tuple[Genotype, dict[str, float]]:
 
 def vote_files(paths: Sequence[str | Path], out: str | Path) -> Path:
     """Read searched genotype files, vote, write the result (with the sources and agreement)."""
-    first = json.loads(Path(paths[0]).read_text()) if paths else {}
+    if not paths:
+        raise UserError("vote needs at least one genotype file")
+    for p in paths:
+        if not Path(p).is_file():
+            raise UserError(f"genotype {p} is neither a file nor a known name (the genotype.json of a search)")
+    try:
+        first = json.loads(Path(paths[0]).read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{paths[0]}: not valid JSON ({e})") from None
     tasks = first.get("tasks") or list(first.get("genotype", {}))
     genos = [load_genotype(str(p), tasks) for p in paths]
     voted, stats = vote(genos)
