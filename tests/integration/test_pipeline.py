@@ -38,7 +38,11 @@ PIPELINE_FILES = [
 ]
 STUDIES = ["config/smoke.yaml", "params.yaml", "config/nyud.yaml", "config/pascal.yaml"]
 _SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-N_SMOKE_RUNS = len(_SMOKE["variants"]) * len(_SMOKE["seeds"]) * len(_SMOKE["datasets"])
+N_SMOKE_RUNS = (
+    (len(_SMOKE["variants"]) + len(_SMOKE["searched_variants"])) * len(_SMOKE["seeds"]) * len(_SMOKE["datasets"])
+)
+# ATRC searches (one per search seed) and one vote per search, per dataset
+N_SMOKE_SEARCH_OUTPUTS = len(_SMOKE["searches"]) * (len(_SMOKE["search_seeds"]) + 1) * len(_SMOKE["datasets"])
 
 _MISSING = [t for t in ("snakemake", "dvc", "papermill") if shutil.which(t, path=str(BIN)) is None]
 # Skipped only outside CI: `make test` installs the pipeline tools, so CI must never skip these.
@@ -158,7 +162,8 @@ def test_smoke_study_outputs(smoke: dict) -> None:
     print(f"smoke study: {smoke['seconds']:.1f} s")
     outputs, _ = dry_run_jobs(copy_pipeline(work.parent / "plan"), "config/smoke.yaml")
     n = N_SMOKE_RUNS
-    assert len(outputs) == 1 + n + n * 2 + 3 + 4 * 2  # prepare, train, evaluate, collect, notebooks
+    # prepare, searches + votes, train, evaluate, collect, notebooks
+    assert len(outputs) == 1 + N_SMOKE_SEARCH_OUTPUTS + n + n * 2 + 3 + 4 * 2
     for rel in sorted(outputs):
         path = work / rel
         assert path.exists(), f"declared output missing: {rel}"
@@ -280,8 +285,11 @@ def test_snakefile_and_dvc_declare_the_same(study: str, tmp_path: Path) -> None:
     assert smk_outs == dvc_outs
     assert smk_cmds == dvc_cmds
     spec = yaml.safe_load((work / study).read_text())
-    n_runs = len(spec["datasets"]) * len(spec["variants"]) * len(spec["seeds"])
+    variants = spec["variants"] + spec["searched_variants"]
+    n_runs = len(spec["datasets"]) * len(variants) * len(spec["seeds"])
     assert sum(o.endswith("/done") for o in dvc_outs) == n_runs
+    n_searches = len(spec["datasets"]) * len(spec["searches"]) * len(spec["search_seeds"])
+    assert sum(o.endswith("/genotype.json") for o in dvc_outs) == n_searches
 
 
 def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:

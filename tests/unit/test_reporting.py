@@ -451,7 +451,8 @@ def test_study_files_valid_and_explicit(name: str) -> None:
     path = REPO / name
     study = load_study(path)
     assert study == yaml.safe_load(path.read_text())
-    assert len(expand_runs(study)) == len(study["datasets"]) * len(study["variants"]) * len(study["seeds"])
+    variants = study["variants"] + study["searched_variants"]
+    assert len(expand_runs(study)) == len(study["datasets"]) * len(variants) * len(study["seeds"])
 
 
 def test_params_yaml_is_the_default_study() -> None:

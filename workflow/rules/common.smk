@@ -7,8 +7,11 @@ from shlex import quote
 STUDY = config["study"]
 DATASETS = {d["name"]: d for d in config["datasets"]}
 BY_DATA_DIR = {d["data_dir"]: d for d in config["datasets"]}
-VARIANTS = {v["name"]: v for v in config["variants"]}
+# Variants trained as given, then those retrained from a search's voted genotype (key "search").
+VARIANTS = {v["name"]: v for v in config["variants"] + config.get("searched_variants", [])}
 SEEDS = [int(s) for s in config["seeds"]]
+SEARCHES = {x["name"]: x for x in config.get("searches", [])}
+SEARCH_SEEDS = [int(s) for s in config.get("search_seeds", [0])]
 # The software of every rule is this project's environment (pip install -e ., or environment.yml for
 # conda users); run Snakemake inside it. Relative to workflow/rules/. `--sdm conda` is untested.
 PROJECT_ENV = "../../environment.yml"
@@ -23,7 +26,8 @@ wildcard_constraints:
     dataset=_alternatives(DATASETS),
     data_dir=_alternatives(BY_DATA_DIR),
     variant=_alternatives(VARIANTS),
-    seed=_alternatives(SEEDS),
+    seed=_alternatives(sorted(set(SEEDS) | set(SEARCH_SEEDS))),
+    search=_alternatives(SEARCHES) if SEARCHES else "(?!)",
 
 
 def cli_options(options):
@@ -52,16 +56,56 @@ def prepare_options(wildcards):
     return cli_options(BY_DATA_DIR[wildcards.data_dir]["prepare"])
 
 
+def genotype_file(study, dataset, search):
+    """A search's voted genotype (src/mtl3d/reporting/study.py: genotype_path)."""
+    return f"results/searches/{study}/{dataset}/{search}.json"
+
+
 def train_options(wildcards):
-    """The dataset's train options, then the variant's (later flags win on the command line)."""
-    return " ".join(
-        s
-        for s in (
-            cli_options(DATASETS[wildcards.dataset]["train"]),
-            cli_options(VARIANTS[wildcards.variant]["args"]),
-        )
-        if s
+    """The dataset's train options, then the variant's (later flags win on the command line); a
+    searched variant then names its voted genotype."""
+    variant = VARIANTS[wildcards.variant]
+    parts = [cli_options(DATASETS[wildcards.dataset]["train"]), cli_options(variant["args"])]
+    if "search" in variant:
+        parts.append("--set model.genotype=" + genotype_file(wildcards.study, wildcards.dataset, variant["search"]))
+    return " ".join(s for s in parts if s)
+
+
+def train_genotype(wildcards):
+    """The voted genotype a searched variant trains (an input: the vote runs first); none otherwise."""
+    variant = VARIANTS[wildcards.variant]
+    if "search" not in variant:
+        return []
+    return [genotype_file(wildcards.study, wildcards.dataset, variant["search"])]
+
+
+def search_options(wildcards):
+    """The dataset's train options, then the search's (later flags win)."""
+    parts = (cli_options(DATASETS[wildcards.dataset]["train"]), cli_options(SEARCHES[wildcards.search]["args"]))
+    return " ".join(s for s in parts if s)
+
+
+def search_model(wildcards):
+    return SEARCHES[wildcards.search]["model"]
+
+
+def search_configs(wildcards):
+    blocks = (DATASETS[wildcards.dataset].get("train", {}), SEARCHES[wildcards.search]["args"])
+    return [b["config"] for b in blocks if "config" in b]
+
+
+def search_genotypes(wildcards):
+    return expand(
+        "results/searches/{study}/{dataset}/{search}/seed{seed}/genotype.json",
+        study=wildcards.study,
+        dataset=wildcards.dataset,
+        search=wildcards.search,
+        seed=SEARCH_SEEDS,
     )
+
+
+def search_dir_of(wildcards):
+    return f"results/searches/{wildcards.study}/{wildcards.dataset}/{wildcards.search}"
 
 
 def train_configs(wildcards):

@@ -7,6 +7,7 @@ rule train:
     input:
         data=data_path,
         configs=train_configs,
+        genotype=train_genotype,
     output:
         done="results/runs/{study}/{dataset}/{variant}/seed{seed}/done",
     params:

@@ -94,10 +94,25 @@ def validate_study(data: dict[str, Any], schema: dict[str, Any]) -> dict[str, An
     return out
 
 
+def all_variants(study: dict[str, Any]) -> list[dict[str, Any]]:
+    """The variants trained as given, then those retrained from a search's genotype."""
+    return list(study["variants"]) + list(study.get("searched_variants", []))
+
+
+def genotype_path(study: str, dataset: str, search: str) -> str:
+    """Where a search's voted genotype lands (the searched variants train from it)."""
+    return f"results/searches/{study}/{dataset}/{search}.json"
+
+
 def check_grid(study: dict[str, Any]) -> None:
     """Unique names, and ``+3d`` in a variant name exactly when its regularizer is on."""
-    for kind, key in (("dataset", "datasets"), ("variant", "variants")):
-        names = [e["name"] for e in study[key]]
+    groups = (
+        ("dataset", study["datasets"]),
+        ("variant", all_variants(study)),
+        ("search", study.get("searches", [])),
+    )
+    for kind, entries in groups:
+        names = [e["name"] for e in entries]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise UserError(
@@ -106,14 +121,21 @@ def check_grid(study: dict[str, Any]) -> None:
     dirs = [d["data_dir"] for d in study["datasets"]]
     if len(set(dirs)) != len(dirs):
         raise UserError(f"study {study['study']}: two datasets share a data_dir")
-    for v in study["variants"]:
+    searches = {x["name"] for x in study.get("searches", [])}
+    for v in study.get("searched_variants", []):
+        if v["search"] not in searches:
+            raise UserError(
+                f"study {study['study']}: variant {v['name']!r} trains the genotype of search "
+                f"{v['search']!r}, which is not among the searches ({', '.join(sorted(searches)) or 'none'})"
+            )
+    for v in all_variants(study):
         reg = bool(v["args"].get("regularizer", False))
         if v["name"].endswith(REG_SUFFIX) != reg:
             raise UserError(
                 f"study {study['study']}: variant {v['name']!r} has regularizer={str(reg).lower()}; "
                 f"names ending in {REG_SUFFIX!r} are exactly the runs with the regularizer on"
             )
-    names = {v["name"] for v in study["variants"]}
+    names = {v["name"] for v in all_variants(study)}
     if study["reference"] not in names:
         raise UserError(
             f"study {study['study']}: reference variant {study['reference']!r} is not among the variants "
@@ -139,7 +161,8 @@ def check_config_files(study: dict[str, Any], root: Path | None) -> None:
     if root is None:
         return
     blocks = [(f"dataset {d['name']}", d.get("train", {})) for d in study["datasets"]]
-    blocks += [(f"variant {v['name']}", v["args"]) for v in study["variants"]]
+    blocks += [(f"variant {v['name']}", v["args"]) for v in all_variants(study)]
+    blocks += [(f"search {x['name']}", x["args"]) for x in study.get("searches", [])]
     for where, block in blocks:
         if "config" in block:
             path = root / str(block["config"])
@@ -158,7 +181,7 @@ def expand_runs(study: dict[str, Any]) -> list[RunSpec]:
     return [
         RunSpec(study["study"], d["name"], v["name"], int(s))
         for d in study["datasets"]
-        for v in study["variants"]
+        for v in all_variants(study)
         for s in study["seeds"]
     ]
 
