@@ -224,6 +224,67 @@ CONFIGS = [
         "published 423.0 M / 669.9 GFLOPs [REC]",
         (("img_size", [512, 512]),),
     ),
+    # ATRC Table 1 (NYUD, HRNet-18-small, module before the final layer; counted at 425x560, the ATRC
+    # crop): the multi-task baseline, each single context everywhere, and the searched ATRC.
+    *[
+        Config(
+            "atrc",
+            "hrnet_w18_small_v2",
+            f"NYUD, genotype {genotype}",
+            tuple(NYUD4),
+            NYUD_CLASSES,
+            (425, 560),
+            ref_p,
+            ref_g,
+            f"ATRC T1 {row}: published",
+            (("genotype", genotype),),
+        )
+        for genotype, row, ref_p, ref_g in (
+            ("none", "'None (multi-task)'", 4.52, 17.59),
+            ("global", "'Global'", 4.73, 21.43),
+            ("local", "'Local'", 4.73, 22.19),
+            ("tlabel", "'T-label'", 5.06, 25.91),
+            ("slabel", "'S-label'", 5.06, 25.91),
+            ("nyud_hrnet18", "'ATRC'", 5.06, 25.76),
+        )
+    ],
+    Config(
+        "atrc",
+        "hrnet_w18_small_v2",
+        "NYUD, ATRC+FPM (nyud_hrnet18)",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (425, 560),
+        round(4.52 * 2.74 + (5.06 - 4.52), 2),
+        None,
+        "ATRC §4.3: FPM adds 174 % to the 4.52 M basic net, ATRC's module 0.54 M (T1); "
+        "its '−22 % vs MTI-Net' implies 16.5 M for their MTI-Net (ours 17.96 M)",
+        (("genotype", "nyud_hrnet18"), ("fpm", True)),
+    ),
+    Config(
+        "atrc",
+        "hrnet_w48",
+        "NYUD, genotype nyud_hrnet48",
+        tuple(NYUD4),
+        NYUD_CLASSES,
+        (425, 560),
+        None,
+        None,
+        "none published",
+        (("genotype", "nyud_hrnet48"),),
+    ),
+    Config(
+        "atrc",
+        "hrnet_w18_small_v2",
+        "PASCAL, genotype pascal_hrnet18",
+        tuple(PASCAL5),
+        PASCAL_CLASSES,
+        (512, 512),
+        None,
+        None,
+        "none published",
+        (("genotype", "pascal_hrnet18"),),
+    ),
 ]
 
 

@@ -181,7 +181,9 @@ def search_atrc(
 @search_app.command("vote")
 def search_vote(
     out: Annotated[Path, typer.Option(help="the voted genotype.json to write")],
-    genotypes: Annotated[list[Path], typer.Argument(help="genotype.json files of several searches")],
+    genotypes: Annotated[
+        list[Path], typer.Argument(help="genotype.json files of searches, or a folder of seed*/ searches")
+    ],
 ) -> None:
     """Majority vote per context-pooling block over several searched genotypes (ATRC: 5 searches)."""
     from mtl3d.models.atrc_search import vote_files

@@ -349,3 +349,16 @@ def test_vote_takes_the_majority_per_block(tmp_path):
     voted_file = json.loads(out.read_text())
     assert voted_file["genotype"]["semseg"]["depth"] == "global"
     assert voted_file["genotype"]["depth"] == g1["depth"] and voted_file["searches"] == 3
+
+
+def test_vote_over_a_folder_of_searches_orders_them_by_seed(tmp_path):
+    picks = {0: "global", 2: "tlabel", 10: "local"}  # a 1-1-1 tie everywhere: the lowest seed wins
+    for seed, kind in picks.items():
+        d = tmp_path / "atrc" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "genotype.json").write_text(json.dumps({"genotype": uniform_genotype(["semseg"], kind)}))
+    out = json.loads(vote_files([tmp_path / "atrc"], tmp_path / "atrc.json").read_text())
+    assert out["genotype"] == {"semseg": {"semseg": "global"}}
+    assert [p.split("/")[-2] for p in out["sources"]] == ["seed0", "seed2", "seed10"]
+    with pytest.raises(UserError, match="no finished search"):
+        vote_files([tmp_path], tmp_path / "x.json")

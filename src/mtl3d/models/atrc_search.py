@@ -151,8 +151,23 @@ def vote(genotypes: Sequence[Genotype]) -> tuple[Genotype, dict[str, float]]:
     return out, {"searches": len(genotypes), "pairwise_agreement": sum(agree) / len(agree) if agree else 1.0}
 
 
+def _expand(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a folder stands for the ``seed*/genotype.json`` of the searches in it, by seed."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = [f for f in p.glob("seed*/genotype.json") if f.parent.name[4:].isdigit()]
+            if not found:
+                raise UserError(f"{p} holds no finished search (no seed*/genotype.json)")
+            out += sorted(found, key=lambda f: int(f.parent.name[4:]))
+        else:
+            out.append(p)
+    return out
+
+
 def vote_files(paths: Sequence[str | Path], out: str | Path) -> Path:
-    """Read searched genotype files, vote, write the result (with the sources and agreement)."""
+    """Read searched genotype files (or folders of searches), vote, write the result with its sources."""
+    paths = _expand(paths)
     if not paths:
         raise UserError("vote needs at least one genotype file")
     for p in paths:

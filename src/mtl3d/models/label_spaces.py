@@ -356,9 +356,11 @@ class NormalCodebook(LabelSpace):
             raise ValueError(f"num_codewords must be >= 4 (a triangulated sphere), got {num_codewords}")
         self.channels = int(num_codewords)
         self.coding = coding
-        cw = fibonacci_sphere(self.channels)
+        with torch.device("cpu"):  # computed with numpy/scipy, also when a model is built on "meta"
+            cw = fibonacci_sphere(self.channels)
+            triangles = _triangulate(cw)
         self.register_buffer("codewords", cw.float())
-        self.register_buffer("triangles", _triangulate(cw))
+        self.register_buffer("triangles", triangles)
 
     def extra_repr(self) -> str:
         return f"num_codewords={self.channels}, coding={self.coding!r}"
