@@ -38,9 +38,8 @@ PIPELINE_FILES = [
 ]
 STUDIES = ["config/smoke.yaml", "params.yaml", "config/nyud.yaml", "config/pascal.yaml"]
 _SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-N_SMOKE_RUNS = (
-    (len(_SMOKE["variants"]) + len(_SMOKE["searched_variants"])) * len(_SMOKE["seeds"]) * len(_SMOKE["datasets"])
-)
+_SMOKE_VARIANTS = _SMOKE["variants"] + _SMOKE["searched_variants"]
+N_SMOKE_RUNS = len(_SMOKE_VARIANTS) * len(_SMOKE["seeds"]) * len(_SMOKE["datasets"])
 # ATRC searches (one per search seed) and one vote per search, per dataset
 N_SMOKE_SEARCH_OUTPUTS = len(_SMOKE["searches"]) * (len(_SMOKE["search_seeds"]) + 1) * len(_SMOKE["datasets"])
 

@@ -172,7 +172,7 @@ def vote_files(paths: Sequence[str | Path], out: str | Path) -> Path:
         raise UserError("vote needs at least one genotype file")
     for p in paths:
         if not Path(p).is_file():
-            raise UserError(f"genotype {p} is neither a file nor a known name (the genotype.json of a search)")
+            raise UserError(f"genotype {p} is neither a file nor a known name (a search's genotype.json)")
     try:
         first = json.loads(Path(paths[0]).read_text())
     except json.JSONDecodeError as e:
