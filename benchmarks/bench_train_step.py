@@ -3,8 +3,10 @@
     python benchmarks/bench_train_step.py [--models all|mtl,mtinet] [--regularizer both|on|off]
                                           [--batch-size 8] [--steps 10] [--threads 2]
 
-Default setting = the default study (params.yaml): SynthRooms 96×128, batch 8, ResNet-18, each
-model's CPU recipe ``config/recipes/synthrooms/MODEL.yaml`` when it has one. Every model is timed
+Default setting = the default study (params.yaml): SynthRooms 96×128, batch 8, ResNet-18 (or the
+backbone the study's variant of that model names, e.g. ViT-Ti for InvPT), each model's CPU recipe
+``config/recipes/synthrooms/MODEL.yaml`` when it has one. ``atrc-search`` times a step of ATRC's
+search supergraph (every candidate of every block runs). Every model is timed
 in the same process on the same batch (data already in memory), after warm-up; the median step
 time and its ratio to ``mtl`` (same regularizer setting) are printed. Peak memory is reported on
 CUDA only (torch does not track CPU allocations). Ratios measured in one run compare; absolute
@@ -26,22 +28,39 @@ from mtl3d.data.synthrooms import prepare
 from mtl3d.engine.trainer import Run, StepSampler
 from mtl3d.models import list_models
 
-RECIPES = Path(__file__).resolve().parents[1] / "config" / "recipes" / "synthrooms"
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "config" / "recipes" / "synthrooms"
+SEARCH = "atrc-search"
+
+
+def study_backbone(model: str, default: str) -> str:
+    """The backbone the default study's variant of ``model`` names (its args), else ``default``."""
+    import yaml
+
+    study = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for v in study["variants"] + study.get("searched_variants", []):
+        if v["args"].get("model") == model and "backbone" in v["args"]:
+            return v["args"]["backbone"]
+    return default
 
 
 def time_model(name: str, reg: bool, root: str, args: argparse.Namespace) -> tuple[float, float | None]:
-    recipe = RECIPES / f"{name}.yaml"
+    model = "atrc" if name == SEARCH else name
+    recipe = RECIPES / f"{model}.yaml"
     cfg = C.load(
         recipe if recipe.is_file() else None,
         {
             "data": {"root": root},
-            "model": {"name": name, "backbone": args.backbone},
+            "model": {"name": model, "backbone": study_backbone(model, args.backbone)},
             "batch_size": args.batch_size,
             "iters": 10_000,
             "device": args.device,
             "regularizer": {"enabled": reg},
         },
     )
+    if name == SEARCH:
+        cfg.model.genotype = None
+        cfg.model.options = {**cfg.model.options, "search": True}
     run = Run(cfg)
     sampler = StepSampler(len(run.train_set), args.batch_size, cfg.iters, cfg.seed)
     batch = torch.utils.data.default_collate([run.train_set[i] for i in sampler.batch_at(0)])
@@ -77,7 +96,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    names = list_models() if args.models == "all" else args.models.split(",")
+    names = [*list_models(), SEARCH] if args.models == "all" else args.models.split(",")
     names = ["mtl"] + [n for n in names if n != "mtl"]  # the reference first
     regs = {"both": [False, True], "on": [True], "off": [False]}[args.regularizer]
     print(

@@ -8,7 +8,7 @@ STUDY = config["study"]
 DATASETS = {d["name"]: d for d in config["datasets"]}
 BY_DATA_DIR = {d["data_dir"]: d for d in config["datasets"]}
 # Variants trained as given, then those retrained from a search's voted genotype (key "search").
-VARIANTS = {v["name"]: v for v in config["variants"] + config.get("searched_variants", [])}
+VARIANTS = {v["name"]: v for v in [*config["variants"], *config.get("searched_variants", [])]}
 SEEDS = [int(s) for s in config["seeds"]]
 SEARCHES = {x["name"]: x for x in config.get("searches", [])}
 SEARCH_SEEDS = [int(s) for s in config.get("search_seeds", [0])]
@@ -67,7 +67,8 @@ def train_options(wildcards):
     variant = VARIANTS[wildcards.variant]
     parts = [cli_options(DATASETS[wildcards.dataset]["train"]), cli_options(variant["args"])]
     if "search" in variant:
-        parts.append("--set model.genotype=" + genotype_file(wildcards.study, wildcards.dataset, variant["search"]))
+        genotype = genotype_file(wildcards.study, wildcards.dataset, variant["search"])
+        parts.append(f"--set model.genotype={genotype}")
     return " ".join(s for s in parts if s)
 
 
