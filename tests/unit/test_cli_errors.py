@@ -27,7 +27,7 @@ def data(tmp_path):
         (["--data-root", "{missing}", "--model", "mtl"], "run: mtl3d data prepare synthrooms --root"),
         (
             ["--data-root", "{data}", "--model", "foo"],
-            "unknown model 'foo'; valid: densemtl, mtinet, mtl, padnet, padnet3way, stl",
+            "unknown model 'foo'; valid: atrc, densemtl, invpt, mtinet, mtl, padnet, padnet3way, stl",
         ),
         (
             ["--data-root", "{data}", "--model", "mtinet", "--set", "model.options.width=[1]"],
