@@ -87,20 +87,37 @@ def train(
         config,
         set_,
         {
-            "data.dataset": dataset,
-            "data.root": data_root,
             "model.name": model,
-            "model.backbone": backbone,
-            "tasks": tasks.split(",") if tasks else None,
             "regularizer.enabled": regularizer,
-            "iters": iters,
-            "batch_size": batch_size,
-            "optim.lr": lr,
-            "seed": seed,
-            "device": device,
+            **_run_options(dataset, data_root, backbone, tasks, iters, batch_size, lr, seed, device),
         },
     )
     run_train(cfg, out, progress=not quiet)
+
+
+def _run_options(
+    dataset: str | None,
+    data_root: str | None,
+    backbone: str | None,
+    tasks: str | None,
+    iters: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int | None,
+    device: str | None,
+) -> dict[str, Any]:
+    """The config keys of the command-line options that `train` and `search` share."""
+    return {
+        "data.dataset": dataset,
+        "data.root": data_root,
+        "model.backbone": backbone,
+        "tasks": tasks.split(",") if tasks else None,
+        "iters": iters,
+        "batch_size": batch_size,
+        "optim.lr": lr,
+        "seed": seed,
+        "device": device,
+    }
 
 
 def _load_config(config: Path | None, set_: list[str] | None, options: dict[str, Any]) -> Any:
@@ -151,16 +168,8 @@ def search_atrc(
         config,
         set_,
         {
-            "data.dataset": dataset,
-            "data.root": data_root,
             "model.name": "atrc",
-            "model.backbone": backbone,
-            "tasks": tasks.split(",") if tasks else None,
-            "iters": iters,
-            "batch_size": batch_size,
-            "optim.lr": lr,
-            "seed": seed,
-            "device": device,
+            **_run_options(dataset, data_root, backbone, tasks, iters, batch_size, lr, seed, device),
         },
     )
     if cfg.regularizer.enabled:

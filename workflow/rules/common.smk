@@ -57,7 +57,7 @@ def prepare_options(wildcards):
 
 
 def genotype_file(study, dataset, search):
-    """A search's voted genotype (src/mtl3d/reporting/study.py: genotype_path)."""
+    """A search's voted genotype (dvc.yaml's vote and train_searched stages spell the same path)."""
     return f"results/searches/{study}/{dataset}/{search}.json"
 
 

@@ -99,11 +99,6 @@ def all_variants(study: dict[str, Any]) -> list[dict[str, Any]]:
     return list(study["variants"]) + list(study.get("searched_variants", []))
 
 
-def genotype_path(study: str, dataset: str, search: str) -> str:
-    """Where a search's voted genotype lands (the searched variants train from it)."""
-    return f"results/searches/{study}/{dataset}/{search}.json"
-
-
 def check_grid(study: dict[str, Any]) -> None:
     """Unique names, and ``+3d`` in a variant name exactly when its regularizer is on."""
     groups = (
