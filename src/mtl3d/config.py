@@ -28,6 +28,25 @@ class DataConfig:
     eval_split: str = "val"
     hflip: bool = True  # training augmentation (K and normals follow)
     num_workers: int = 0
+    # Fraction of the training split used (the paper's 25/50/100 % ablation): a seeded subset of the ids
+    # that depends only on the split, so every seed and model of a study sees the same images.
+    train_fraction: float = 1.0
+    # How images reach the network input size (height x width), anchors §1d:
+    #   resize: the MTL survey's FixedResize to height x width (aspect ratio not preserved);
+    #   pad: ATRC/InvPT, training = random scale -> random crop -> flip -> pad to height x width,
+    #        evaluation = centred pad only (never resized; height/width must fit the largest image).
+    resize_mode: str = "resize"
+    # pad mode training: uniform scale range of the random scaling; None -> [0.5, 2.0] (ATRC/InvPT)
+    scale_range: list[float] | None = None
+    # pad mode training: divide depth by the scale factor, as the published code does (depth /= scale);
+    # false keeps metric depth (K is rescaled either way, see mtl3d.data.transforms.scale)
+    depth_scale_aug: bool = True
+    # Resolution at which evaluation scores predictions:
+    #   original: each image's original size, against the untransformed labels (the published protocol:
+    #             MTL resizes predictions back, InvPT crops its padding away), comparable across input sizes;
+    #   input: the network input size against the transformed labels (the old behaviour, kept so runs
+    #          scored before this option stay reproducible and for cheap online-style checks).
+    eval_resolution: str = "original"
 
 
 @dataclass
@@ -89,6 +108,12 @@ class RegularizerConfig:
     cross_view_tasks: list[str] = field(default_factory=lambda: ["depth"])
     cross_view_alpha: float = 1.0
     chunk_rays: int = 16384
+    # Tasks the branch renders and supervises (the paper's render-one-task ablation); None: every task.
+    render_tasks: list[str] | None = None
+    # render: the 3D-aware regularizer. flat: its capacity control (the paper's auxiliary-heads
+    # control): the same modules and losses, but every pixel reads the tri-plane once at mid-depth with
+    # opacity 1, so there is no volume rendering, no depth along rays, no 3D (docs/regularizer.md).
+    mode: str = "render"
 
 
 @dataclass
@@ -137,6 +162,10 @@ def _check_value(path: str, tp: Any, value: Any) -> Any:
             raise UserError(f"config key {path!r} must be a mapping, got {value!r}")
         return _from_dict(tp, value, path + ".")
     if origin is list:
+        if isinstance(value, str) and args and args[0] is str:
+            # `--set regularizer.render_tasks=semseg,depth`: a comma-separated string is a list of names
+            # (keeps study files free of shell-special brackets)
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise UserError(f"config key {path!r} must be a list, got {value!r}")
         return [_check_value(f"{path}[{i}]", args[0], v) for i, v in enumerate(value)]
@@ -249,6 +278,19 @@ def validate(cfg: TrainConfig) -> None:
         )
     if o.grad_clip is not None and o.grad_clip <= 0:
         raise UserError(f"config key 'optim.grad_clip' must be > 0 or null, got {o.grad_clip}")
+    d = cfg.data
+    if d.resize_mode not in ("resize", "pad"):
+        raise UserError(f"config key 'data.resize_mode': {d.resize_mode!r}; valid: pad, resize")
+    if d.eval_resolution not in ("original", "input"):
+        raise UserError(f"config key 'data.eval_resolution': {d.eval_resolution!r}; valid: input, original")
+    if d.scale_range is not None and (
+        len(d.scale_range) != 2 or not 0 < d.scale_range[0] <= d.scale_range[1]
+    ):
+        raise UserError(
+            f"config key 'data.scale_range' must be two numbers 0 < lo <= hi, got {d.scale_range}"
+        )
+    if d.resize_mode == "pad" and not (d.height and d.width):
+        raise UserError("config keys 'data.height' and 'data.width' are needed with data.resize_mode 'pad'")
     from mtl3d.models.registry import check_options
 
     cfg.model.options = check_options(cfg.model.name, cfg.model.options)
@@ -261,6 +303,13 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"config key 'regularizer.camera': {r.camera!r}; valid: ortho, pinhole")
     if r.spacing not in ("linear", "inverse"):
         raise UserError(f"config key 'regularizer.spacing': {r.spacing!r}; valid: inverse, linear")
+    if r.mode not in ("render", "flat"):
+        raise UserError(f"config key 'regularizer.mode': {r.mode!r}; valid: flat, render")
+    for t in r.render_tasks or []:
+        if t not in cfg.tasks:
+            raise UserError(f"regularizer.render_tasks names {t!r}, not a task ({', '.join(cfg.tasks)})")
+    if r.render_tasks is not None and not r.render_tasks:
+        raise UserError("regularizer.render_tasks is empty; leave it out (null) to render every task")
 
 
 def task_weight(cfg: TrainConfig, task: str) -> float:

@@ -63,6 +63,14 @@ def get_task(name: str) -> TaskSpec:
         raise unknown_name("task", name, list(TASKS)) from None
 
 
+def classes_for(num_classes: int | dict[str, int] | None, task: str) -> int | None:
+    """The class count of ``task`` from a dataset's ``num_classes``: one number shared by every
+    classification task (older runs, SynthRooms) or a per-task dict (PASCAL: semseg 21, human_parts 7)."""
+    if isinstance(num_classes, dict):
+        return num_classes.get(task)
+    return num_classes
+
+
 def parse_tasks(tasks: str | list[str] | tuple[str, ...]) -> list[str]:
     """Accept ``"semseg,depth"`` or a list; validate every name; keep order, drop duplicates."""
     names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)

@@ -12,10 +12,37 @@ from tests.fakedata import make_fake_dataset
 def test_torchrun_two_processes(tmp_path):
     root = make_fake_dataset(tmp_path / "data", n=8)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "mtl3d.cli", "train", "--dataset", "synthrooms", "--data-root", str(root), "--model", "mtl",
-           "--backbone", "resnet10t", "--iters", "3", "--batch-size", "2", "--device", "cpu",
-           "--set", "model.head_channels=8", "--quiet", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "mtl3d.cli",
+        "train",
+        "--dataset",
+        "synthrooms",
+        "--data-root",
+        str(root),
+        "--model",
+        "mtl",
+        "--backbone",
+        "resnet10t",
+        "--iters",
+        "3",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--set",
+        "model.head_channels=8",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]

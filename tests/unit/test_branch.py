@@ -64,14 +64,25 @@ def test_loss_terms_and_gradients_reach_the_plane_encoder():
     # Each term equals the shared task loss on the rendered logits; total is the documented weighted sum.
     want_depth = task_loss("depth", out["tasks"]["depth"], b["depth"], loss="berhu")
     assert torch.allclose(res["reg/depth"], want_depth)
-    assert torch.allclose(res["reg/edges"], task_loss("edges", out["tasks"]["edges"], b["edges"],
-                                                      edge_pos_weight=0.8))
-    want = (0.7 * res["reg/semseg"] + 3.0 * 0.7 * res["reg/depth"] + 10.0 * 2.0 * res["reg/normals"]
-            + 0.7 * res["reg/edges"] + 0.5 * res["reg/depth_exp"])
+    assert torch.allclose(
+        res["reg/edges"], task_loss("edges", out["tasks"]["edges"], b["edges"], edge_pos_weight=0.8)
+    )
+    want = (
+        0.7 * res["reg/semseg"]
+        + 3.0 * 0.7 * res["reg/depth"]
+        + 10.0 * 2.0 * res["reg/normals"]
+        + 0.7 * res["reg/edges"]
+        + 0.5 * res["reg/depth_exp"]
+    )
     assert torch.allclose(res["total"], want)
     res["total"].backward()
-    for p in (br.encoder.net[0].weight, br.first.weight, br.density_out.weight, br.task_out["depth"].weight,
-              br.decoders["semseg"][0].weight):
+    for p in (
+        br.encoder.net[0].weight,
+        br.first.weight,
+        br.density_out.weight,
+        br.task_out["depth"].weight,
+        br.decoders["semseg"][0].weight,
+    ):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
@@ -149,8 +160,10 @@ def test_cross_view_moved_neighbour_is_finite_and_differentiable():
     assert (out["neighbor"]["opacity"] < out["opacity"].min()).any()
     res = br.loss(out, b, {"depth": 2.0})
     assert torch.isfinite(res["total"]) and torch.isfinite(res["reg/xview/depth"])
-    without = sum(v for k, v in res.items() if k.startswith("reg/") and "xview" not in k
-                  and k != "reg/depth") + 2.0 * res["reg/depth"]
+    without = (
+        sum(v for k, v in res.items() if k.startswith("reg/") and "xview" not in k and k != "reg/depth")
+        + 2.0 * res["reg/depth"]
+    )
     assert torch.allclose(res["total"], without + 2.0 * 0.3 * res["reg/xview/depth"])
     res["total"].backward()
     assert br.encoder.net[0].weight.grad.abs().sum() > 0
@@ -161,9 +174,16 @@ def test_cross_view_moved_neighbour_is_finite_and_differentiable():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(plane_agg="max"), dict(camera="fisheye"), dict(spacing="log"), dict(n_samples=0),
-     dict(cross_view=True, camera="ortho"), dict(cross_view=True, cross_view_tasks=["saliency"]),
-     dict(feat_source="middle"), dict(plane_res=[4])],
+    [
+        dict(plane_agg="max"),
+        dict(camera="fisheye"),
+        dict(spacing="log"),
+        dict(n_samples=0),
+        dict(cross_view=True, camera="ortho"),
+        dict(cross_view=True, cross_view_tasks=["saliency"]),
+        dict(feat_source="middle"),
+        dict(plane_res=[4]),
+    ],
 )
 def test_bad_config_is_a_user_error(kw):
     with pytest.raises(UserError):
@@ -177,8 +197,14 @@ def test_bad_bounds_are_a_user_error():
         RegularizerBranch(RegularizerConfig(spacing="inverse"), CHANNELS, TASKS, near=0.0, far=1.0)
 
 
-@pytest.mark.parametrize("kw", [dict(camera="ortho"), dict(plane_agg="sum", spacing="inverse"),
-                                dict(plane_agg="concat", plane_res=[5, 7], feat_source="last")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(camera="ortho"),
+        dict(plane_agg="sum", spacing="inverse"),
+        dict(plane_agg="concat", plane_res=[5, 7], feat_source="last"),
+    ],
+)
 def test_variants_run(kw):
     br = branch(**kw)
     b = batch()
@@ -282,3 +308,37 @@ def test_host_plus_branch_training_run_reduces_rendered_depth_error():
     print("rendered depth L1 (decoded, expected) first/last:", first, last)
     assert last[0] < 0.6 * first[0]
     assert last[1] < 0.4 * first[1]
+
+
+def test_flat_control_has_the_same_parameters_and_no_geometry():
+    """The capacity control (mode=flat): same parameter count, same outputs, but no rendering: opacity
+    is 1, the depth is the constant mid-depth sample, and the density head gets no gradient."""
+    render, flat = branch(render_stride=4), branch(render_stride=4, mode="flat", stratified=False)
+    assert sum(p.numel() for p in render.parameters()) == sum(p.numel() for p in flat.parameters())
+    b = batch()
+    feats = [f.requires_grad_() for f in features()]
+    out = flat(feats, b["K"], (H, W))
+    for t, c in TASKS.items():
+        assert out["tasks"][t].shape == (B, c, H, W)
+    assert torch.equal(out["opacity"], torch.ones_like(out["opacity"]))
+    assert out["depth"].unique().numel() == 1  # one z for every ray: no depth estimate at all
+    flat.loss(out, b, {})["total"].backward()
+    no_grad = {n for n, p in flat.named_parameters() if p.grad is None or not p.grad.abs().sum()}
+    assert no_grad == {"density_out.weight", "density_out.bias"}
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
+
+
+def test_render_tasks_renders_and_supervises_only_those(tmp_path):
+    from mtl3d import config as C
+    from mtl3d.engine.trainer import build_branch
+    from mtl3d.models import create_model
+    from tests.fakedata import make_fake_dataset
+
+    cfg = C.from_dict({"regularizer": {"enabled": True, "render_tasks": ["depth"]}})
+    C.validate(cfg)
+    model = create_model("mtl", cfg.tasks, 5, "resnet18")
+    cfg.data.root = str(make_fake_dataset(tmp_path))
+    br = build_branch(cfg, model, 5)
+    assert br.tasks == ["depth"] and list(br.decoders) == ["depth"]
+    with pytest.raises(UserError, match="render_tasks names 'parts'"):
+        C.validate(C.from_dict({"regularizer": {"render_tasks": ["parts"]}}))

@@ -42,7 +42,7 @@ def data(tmp_path):
         (["--data-root", "{data}", "--backbone", "resnet19"], "unknown backbone 'resnet19'"),
         (["--data-root", "{data}", "--set", "optim.lrr=3"], "unknown config key 'optim.lrr'"),
         (["--data-root", "{data}", "--model", "stl", "--regularizer"], "needs one"),
-        (["--data-root", "{data}", "--dataset", "nyu"], "unknown dataset 'nyu'; valid: synthrooms"),
+        (["--data-root", "{data}", "--dataset", "nyu"], "unknown dataset 'nyu'; valid: nyud, pascal, synth"),
     ],
 )
 def test_train_user_errors(monkeypatch, capsys, tmp_path, data, args, needle):

@@ -220,3 +220,42 @@ def test_average_precision_definitions() -> None:
     # SEISM: only inside [0.5, 1]: grid 0.50..1.00 -> sum of 0.8 - 0.008 k for k = 0..50, / 100
     expected = sum(0.8 - 0.008 * k for k in range(51)) / 100
     assert average_precision_seism(np.array([0.5, 1.0]), np.array([0.8, 0.4])) == pytest.approx(expected)
+
+
+def _blurry_pairs(n: int, h: int = 48, w: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    pairs = []
+    for _ in range(n):
+        gt = np.zeros((h, w), dtype=np.float32)
+        gt[rng.integers(5, h - 5), 4 : w - 4] = 1
+        gt[6 : h - 6, rng.integers(5, w - 5)] = 1
+        ridge = ndimage.gaussian_filter(ndimage.shift(gt, rng.normal(0, 1, 2), order=0), 1.5)
+        noise = ndimage.gaussian_filter(rng.standard_normal((h, w)), 2)
+        prob = 1 / (1 + np.exp(-(-4 + 40 * ridge + 2 * noise)))
+        pairs.append((prob.astype(np.float32), gt))
+    return pairs
+
+
+def test_worker_processes_give_identical_numbers() -> None:
+    pairs = _blurry_pairs(7)
+    serial = BoundaryMetric(max_dist=0.0075)
+    pooled = create_metric("edges", max_dist=0.0075, workers=2, progress=False)
+    for k in range(0, 7, 3):  # batches of 3, 3, 1
+        pred = torch.stack([torch.from_numpy(p)[None] for p, _ in pairs[k : k + 3]])
+        gt = torch.stack([torch.from_numpy(g)[None] for _, g in pairs[k : k + 3]])
+        serial.update(pred, gt)
+        pooled.update(pred, gt)
+    a, b = serial.compute(), pooled.compute()
+    assert a == b and 0 < a["odsF"] < 100
+    assert pooled._pool is None  # compute shut the pool down
+    # more images after compute start a new pool; order of the per-image counts is kept
+    p, g = pairs[0]
+    serial.update(torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None])
+    pooled.update(torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None])
+    assert serial.compute() == pooled.compute()
+    assert all(np.array_equal(x, y) for x, y in zip(serial._counts, pooled._counts, strict=True))
+    pooled.update(torch.from_numpy(p)[None, None], torch.from_numpy(g)[None, None])
+    pooled.reset()
+    assert pooled._pool is None and all(math.isnan(v) for v in pooled.compute().values())
+    with pytest.raises(ValueError):
+        BoundaryMetric(workers=-1)

@@ -72,3 +72,33 @@ def test_empty_and_errors() -> None:
         SaliencyMetric(protocol="fancy")
     with pytest.raises(ValueError):
         SaliencyMetric().update(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+def test_create_metric_reports_both_protocols() -> None:
+    # image 1: gt [1,1,0,0], prob [.97,.32,.52,.12]; image 2: empty GT, prob .12 everywhere.
+    # Survey (prob > t, t = .20 .. .90): image 1 at t <= .30: tp 2 fp 1 -> J 2/3, P 2/3, R 1;
+    #   .35..0.50: tp 1 fp 1 fn 1 -> J 1/3, P 1/2, R 1/2; t >= .55: tp 1 fn 1 -> J 1/2, P 1, R 1/2.
+    #   image 2 never predicts: J 1, P 0, R 0. Mean J: 5/6, 2/3, 3/4 -> mIoU 83.33 at .20;
+    #   mean (P, R): (1/3, 1/2) F .4 | (1/4, 1/4) F .25 | (1/2, 1/4) F 1/3 -> maxF 40 at .20.
+    # InvPT (pooled, beta^2 .3; see test_invpt_protocol_pooled_beta): maxF 81.25 at .55; mean per-image
+    #   Jaccard .25 at t <= .10 (image 2 all false positives), 5/6 at .15..0.30 -> mIoU_invpt 83.33 at .15.
+    m = create_metric("saliency")
+    m.update(_batch([[0.97, 0.32, 0.52, 0.12], [0.12] * 4]), _batch([[1, 1, 0, 0], [0, 0, 0, 0]]))
+    r = m.compute()
+    assert r["maxF"] == pytest.approx(40.0) and r["maxF_threshold"] == pytest.approx(0.2)
+    assert r["mIoU"] == pytest.approx(250 / 3) and r["mIoU_threshold"] == pytest.approx(0.2)
+    assert r["maxF_invpt"] == pytest.approx(81.25) and r["maxF_threshold_invpt"] == pytest.approx(0.55)
+    assert r["mIoU_invpt"] == pytest.approx(250 / 3) and r["mIoU_threshold_invpt"] == pytest.approx(0.15)
+    assert set(r) == {
+        k + s for k in ("maxF", "mIoU", "maxF_threshold", "mIoU_threshold") for s in ("", "_invpt")
+    }
+    assert "MTL survey" in m.protocol and "_invpt" in m.protocol and "InvPT" in m.protocol
+    m.reset()
+    assert all(math.isnan(v) for v in m.compute().values())
+    # a single protocol on request, as before
+    assert set(create_metric("saliency", protocol="mtl").compute()) == {
+        "maxF",
+        "mIoU",
+        "maxF_threshold",
+        "mIoU_threshold",
+    }

@@ -102,8 +102,9 @@ def test_linear_and_inverse_sample_spacing():
     assert torch.allclose(d[0], 1 / edges_disp[1:] - 1 / edges_disp[:-1])
     assert math.isclose(float(d.sum()), 4.0, rel_tol=1e-12)
     # z' is linear in 1/z for inverse spacing: the disparity midpoint maps to 0.
-    assert math.isclose(float(normalized_depth(torch.tensor(1 / 0.6, dtype=D), 1.0, 5.0, "inverse")), 0.0,
-                        abs_tol=1e-12)
+    assert math.isclose(
+        float(normalized_depth(torch.tensor(1 / 0.6, dtype=D), 1.0, 5.0, "inverse")), 0.0, abs_tol=1e-12
+    )
     g = torch.Generator().manual_seed(0)
     z, _ = sample_depths(1.0, 5.0, 8, (50,), stratified=True, generator=g, dtype=D)
     lo = torch.arange(8, dtype=D) * 0.5 + 1.0
@@ -125,8 +126,9 @@ def test_ortho_rays_are_parallel_and_share_the_frustum_coordinates():
     assert torch.allclose(b_o, b_p, atol=1e-9)
     assert torch.allclose(ortho.delta, torch.full_like(ortho.delta, 0.6))
     with pytest.raises(UserError, match="ortho"):
-        make_rays(K, (24, 32), (3, 4), near=1.0, far=4.0, n_samples=5, camera="ortho",
-                  transform=torch.eye(4)[None])
+        make_rays(
+            K, (24, 32), (3, 4), near=1.0, far=4.0, n_samples=5, camera="ortho", transform=torch.eye(4)[None]
+        )
 
 
 def test_points_behind_the_reference_camera_are_outside():
@@ -175,8 +177,9 @@ def _view_depth_agreement(K, P1, P2, z1map, z2map):
     """Share of neighbour pixels that, moved into view 1 at their label depth, land inside view 1 (first)
     and match view 1's depth there within 3 % (second)."""
     H, W = z1map.shape
-    rays = make_rays(K[None], (H, W), (H, W), near=0.1, far=10.5, n_samples=2,
-                     transform=relative_pose(P1[None], P2[None]))
+    rays = make_rays(
+        K[None], (H, W), (H, W), near=0.1, far=10.5, n_samples=2, transform=relative_pose(P1[None], P2[None])
+    )
     p_ref = rays.origins[0] + z2map.reshape(-1)[:, None] * rays.dirs[0]
     u, v, Z = (x[0] for x in project(p_ref[None], K[None]))
     ui, vi = u.round().long(), v.round().long()
@@ -197,8 +200,12 @@ def test_neighbour_rays_after_flipping_both_views():
     views = []
     for P in sr.camera_poses(scene, 2, np.random.default_rng(1)):
         v = sr.render(scene, K.numpy(), P, H, W)
-        s = {"image": torch.zeros(3, H, W), "depth": torch.as_tensor(v["depth"], dtype=D),
-             "K": K, "pose": torch.as_tensor(P, dtype=D)}
+        s = {
+            "image": torch.zeros(3, H, W),
+            "depth": torch.as_tensor(v["depth"], dtype=D),
+            "K": K,
+            "pose": torch.as_tensor(P, dtype=D),
+        }
         views.append((s, tf.hflip(s)))
     (a, fa), (b, fb) = views
     inside, agree = _view_depth_agreement(a["K"], a["pose"], b["pose"], a["depth"], b["depth"])
@@ -215,8 +222,15 @@ def test_neighbour_rays_hit_the_same_world_points_in_synthrooms():
     K = torch.as_tensor(sr.intrinsics(H, W), dtype=D)
     v1 = sr.render(scene, K.numpy(), P1.numpy(), H, W)
     v2 = sr.render(scene, K.numpy(), P2.numpy(), H, W)
-    rays = make_rays(K[None], (H, W), (H, W), near=sr.NEAR, far=sr.FAR, n_samples=2,
-                     transform=relative_pose(P1[None], P2[None]))
+    rays = make_rays(
+        K[None],
+        (H, W),
+        (H, W),
+        near=sr.NEAR,
+        far=sr.FAR,
+        n_samples=2,
+        transform=relative_pose(P1[None], P2[None]),
+    )
     z2 = torch.as_tensor(v2["depth"], dtype=D).reshape(-1)
     p_ref = rays.origins[0] + z2[:, None] * rays.dirs[0]
     p_world = p_ref @ P1[:3, :3].T + P1[:3, 3]

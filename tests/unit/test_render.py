@@ -113,8 +113,13 @@ def test_chunked_equals_unchunked_including_gradients(chunk):
         grads = torch.autograd.grad(loss, (raw, vals))
         outs.append((r, grads))
     (r1, g1), (r2, g2) = outs
-    for a, b in [(r1.weights, r2.weights), (r1.features, r2.features), (r1.depth, r2.depth),
-                 (r1.opacity, r2.opacity), *zip(g1, g2, strict=True)]:
+    for a, b in [
+        (r1.weights, r2.weights),
+        (r1.features, r2.features),
+        (r1.depth, r2.depth),
+        (r1.opacity, r2.opacity),
+        *zip(g1, g2, strict=True),
+    ]:
         assert torch.allclose(a, b, atol=1e-12)
 
 

@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from mtl3d.errors import UserError
+from mtl3d.regularizer.rays import warp_to_reference
 from mtl3d.reporting import collect as C
 from mtl3d.reporting import figures as F
 from mtl3d.reporting import tables as T
@@ -299,6 +300,36 @@ def test_reported_comparison(tmp_path: Path) -> None:
     assert reported_reg and all(r[1] == "invpt" for r in reported_reg)
 
 
+def test_paper_table_layout(tmp_path: Path) -> None:
+    """Table 1 layout: our rows where runs exist, the reported numbers beside them, blanks elsewhere."""
+    runs = [("stl", 40.0, 0.6), ("invpt", 50.0, 0.52), ("invpt+3d", 51.0, 0.5), ("invpt-25", 45.0, 0.6)]
+    for v, miou, rmse in runs:
+        for seed, shift in ((0, 0.0), (1, 1.0)):
+            run = write_run(tmp_path / "r", "nyud", v, seed, miou + shift, rmse, log=False)
+            data = json.loads((run / "metrics.json").read_text())
+            data["run"]["model"] = v.split("-")[0].removesuffix("+3d")
+            data["metrics"]["normals"] = {"mean": 20.0}
+            data["metrics"]["edges"] = {"odsF": 70.0}
+            (run / "metrics.json").write_text(json.dumps(data))
+    df, _ = C.collect(tmp_path / "r", "nyud")
+    t = T.paper_table(df, load_reported(), "nyud")
+    assert t is not None and T.paper_table(df, load_reported(), "synthrooms") is None
+    assert t.columns[:3] == ["Model", "Numbers", "SemSeg mIoU ↑"] and t.columns[-1] == "Δm (%) ↑"
+    rows = {(r[0], r[1]): r for r in t.rows}
+    # ours: mean ± std over the two seeds; reported: the paper's numbers, labelled as such
+    assert rows[("InvPT", "ours (2 seeds)")][2] == "50.50 ± 0.71"
+    assert rows[("InvPT", "reported: 3daware-iclr24 T1")][2:6] == ["53.56", "0.5183", "19.04", "78.10"]
+    assert rows[("InvPT + 3D-aware", "reported: 3daware-iclr24 T1")][2:6] == ["54.87", "0.5006", "", ""]
+    assert rows[("InvPT, 25 % train (T6)", "reported: 3daware-iclr24 T6")][2] == "43.83"
+    assert rows[("InvPT, 25 % train (T6)", "ours (2 seeds)")][2] == "45.50 ± 0.71"
+    # no MTI-Net run: our row is there, empty; the reported baseline mIoU is still shown
+    assert rows[("MTI-Net", "ours")][2:] == [""] * 5
+    assert rows[("MTI-Net", "reported: 3daware-iclr24 T1")][2] == "45.97"
+    # render-one-task rows have no reported numbers and no run here: left out
+    assert not any("only" in r[0] for r in t.rows)
+    assert rows[("InvPT + 3D-aware", "ours (2 seeds)")][-1] != ""  # Δm against our STL
+
+
 def test_figures_written(summary: pd.DataFrame, runs_root: Path, tmp_path: Path) -> None:
     written = F.write_study_figures(summary, runs_root, tmp_path / "fig", "stl")
     names = sorted(p.name for p in written)
@@ -372,7 +403,7 @@ def test_warp_to_reference_translation() -> None:
     pose_b[0, 3] = 0.5
     depth = np.full((h, w), 2.0)
     image_b = np.tile(np.arange(w, dtype=np.float32)[None, :, None], (h, 1, 3))  # value = column index
-    warped, valid = F.warp_to_reference(depth, K, pose_a, image_b, K, pose_b, depth)
+    warped, valid = warp_to_reference(depth, K, pose_a, image_b, K, pose_b, depth)
     assert valid[:, 5:].all() and not valid[:, :5].any()
     assert np.allclose(warped[:, 5:, 0], np.arange(w - 5)[None, :])
 

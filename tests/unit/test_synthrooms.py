@@ -301,8 +301,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_prepare_layout_and_determinism(tmp_path):
-    kw = dict(scenes=3, views=2, height=H, width=W, seed=5, val_fraction=0.34, test_fraction=0.34,
-              progress=False)
+    kw = dict(
+        scenes=3, views=2, height=H, width=W, seed=5, val_fraction=0.34, test_fraction=0.34, progress=False
+    )
     man = sr.prepare(tmp_path / "a", **kw)
     sr.prepare(tmp_path / "b", **kw)
     fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
@@ -365,8 +366,18 @@ def test_prepare_existing_dataset_rules(tmp_path):
 
 
 def test_realism_flags(tmp_path):
-    man = sr.prepare(tmp_path / "n", scenes=1, views=2, height=H, width=W, val_fraction=0.0, depth_holes=0.1,
-                     depth_noise=0.02, image_noise=0.02, progress=False)
+    man = sr.prepare(
+        tmp_path / "n",
+        scenes=1,
+        views=2,
+        height=H,
+        width=W,
+        val_fraction=0.0,
+        depth_holes=0.1,
+        depth_noise=0.02,
+        image_noise=0.02,
+        progress=False,
+    )
     assert man["splits"] == {"train": 2, "val": 0}
     for vid in man["views"]:
         depth = np.load(tmp_path / "n" / f"depth/{vid}.npy")

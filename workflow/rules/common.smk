@@ -52,6 +52,10 @@ def prepare_name(wildcards):
     return BY_DATA_DIR[wildcards.data_dir]["name"]
 
 
+def download_options(wildcards):
+    return cli_options(BY_DATA_DIR[wildcards.data_dir].get("download", {}))
+
+
 def prepare_options(wildcards):
     return cli_options(BY_DATA_DIR[wildcards.data_dir]["prepare"])
 

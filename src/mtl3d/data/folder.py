@@ -8,7 +8,15 @@ ROOT/semseg/<id>.png         uint8 class ids, 255 = ignore
 ROOT/depth/<id>.npy          float32 metres (z-depth), 0 = invalid
 ROOT/normals/<id>.npy        float32 HxWx3, camera frame (OpenCV), zero vector = invalid
 ROOT/edges/<id>.png          uint8 {0, 255}
+ROOT/human_parts/<id>.png    uint8 part ids, 255 = ignore (PASCAL: all 255 on images without a person)
+ROOT/saliency/<id>.png       uint8 {0, 255}
 ```
+
+Real datasets keep their source encodings where re-encoding would cost disk or exactness; the manifest's
+``formats`` says which (defaults above): ``image`` ``.png`` | ``.jpg`` (the source JPEG bytes, never
+re-compressed) and ``normals`` ``.npy`` | ``.png`` (uint8 RGB decoded ``2v/255 - 1`` as the published
+loaders do; an all-zero pixel is invalid, since no unit normal encodes to it). Classification tasks other
+than ``semseg`` name their classes in ``task_classes`` (PASCAL ``human_parts``).
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ def read_manifest(root: str | Path, dataset: str) -> dict[str, Any]:
         raise UserError(f"corrupt file {path}: {e.msg} (line {e.lineno}); prepare the data again") from None
 
 
-def _load_png(path: Path) -> np.ndarray:
+def _load_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im)
@@ -114,36 +122,84 @@ class FolderDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @cached_property
+    def formats(self) -> dict[str, str]:
+        return {"image": ".png", **self.manifest.get("formats", {})}
+
+    def class_names(self, task: str) -> list[str]:
+        """Class names of a classification task (semseg: ``classes``; others: ``task_classes``)."""
+        if task == "semseg":
+            return self.classes
+        names = self.manifest.get("task_classes", {}).get(task)
+        if names is None:
+            raise UserError(f"dataset {self.name} names no classes for task {task!r} (manifest task_classes)")
+        return list(names)
+
+    @property
+    def task_num_classes(self) -> dict[str, int]:
+        """Class count per classification task of the dataset (what ``create_model`` takes)."""
+        from mtl3d.tasks import get_task
+
+        tasks = self.manifest.get("tasks", ["semseg"])
+        return {t: len(self.class_names(t)) for t in tasks if get_task(t).kind == "classification"}
+
+    def subset(self, fraction: float) -> None:
+        """Keep a fraction of the split (data-size ablations): a fixed random subset of the ids, drawn
+        from a generator seeded by the split's size so that every run of a study sees the same images."""
+        if not 0.0 < fraction <= 1.0:
+            raise UserError(f"config key 'data.train_fraction': {fraction} is not in (0, 1]")
+        if fraction == 1.0:
+            return
+        n = max(1, round(fraction * len(self.ids)))
+        keep = np.sort(np.random.default_rng(len(self.ids)).permutation(len(self.ids))[:n])
+        self.ids = [self.ids[i] for i in keep]
+
     def __len__(self) -> int:
         return len(self.ids)
 
-    def load_view(self, view_id: str) -> dict[str, Any]:
-        """The untransformed sample of one view (image in [0, 1])."""
-        image = _load_png(self.root / "images" / f"{view_id}.png")
+    def load_arrays(self, view_id: str) -> dict[str, np.ndarray]:
+        """One view as decoded arrays: ``image`` uint8 HxWx3, each task's label at the original size
+        (semseg/human_parts uint8 ids, depth HxW metres, normals HxWx3, edges/saliency HxW in {0, 1}),
+        and ``K``/``pose`` where the manifest has them. Figures and notebooks read data through this."""
+        image_path = self.root / "images" / f"{view_id}{self.formats['image']}"
+        image = _load_image(image_path)
         if image.ndim != 3 or image.shape[2] != 3:
-            raise UserError(f"corrupt image file {self.root / 'images' / (view_id + '.png')} (not RGB)")
-        sample: dict[str, Any] = {"image": torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0}
+            raise UserError(f"corrupt image file {image_path} (not RGB)")
+        out: dict[str, np.ndarray] = {"image": image}
         for task in self.tasks:
             folder, ext = _FILES[task]
+            ext = self.formats.get(task, ext)
             path = self.root / folder / f"{view_id}{ext}"
-            arr = _load_png(path) if ext == ".png" else _load_npy(path)
+            arr = _load_image(path) if ext in (".png", ".jpg") else _load_npy(path)
+            if task == "normals" and arr.dtype == np.uint8:
+                arr = _decode_normals_png(arr, path)
             if arr.shape[:2] != image.shape[:2]:
                 raise UserError(f"corrupt label file {path}: size {arr.shape[:2]} != image {image.shape[:2]}")
-            t = torch.from_numpy(np.array(arr, copy=True))
-            if task in ("semseg", "human_parts"):
-                sample[task] = t.long()
-            elif task == "normals":
-                sample[task] = t.float().permute(2, 0, 1)
-            elif task in ("edges", "saliency"):
-                # 0/255 on disk; keep 255 only where a dataset marks ignore with a separate value
-                sample[task] = (t.float() > 127).float()[None]
-            else:
-                sample[task] = t.float()[None]
+            if task in ("edges", "saliency"):
+                arr = (arr > 127).astype(np.float32)  # 0/255 on disk
+            out[task] = arr
         view = self.manifest.get("views", {}).get(view_id, {})
-        if "K" in view:
-            sample["K"] = torch.tensor(view["K"], dtype=torch.float32)
-        if "pose" in view:
-            sample["pose"] = torch.tensor(view["pose"], dtype=torch.float32)
+        for key in ("K", "pose"):
+            if key in view:
+                out[key] = np.asarray(view[key], dtype=np.float64)
+        return out
+
+    def load_view(self, view_id: str) -> dict[str, Any]:
+        """The untransformed sample of one view as tensors (image CxHxW in [0, 1])."""
+        arrays = self.load_arrays(view_id)
+        sample: dict[str, Any] = {}
+        for key, arr in arrays.items():
+            t = torch.from_numpy(np.array(arr, copy=True))
+            if key == "image":
+                sample[key] = t.permute(2, 0, 1).float() / 255.0
+            elif key in ("semseg", "human_parts"):
+                sample[key] = t.long()
+            elif key == "normals":
+                sample[key] = t.float().permute(2, 0, 1)
+            elif key in ("K", "pose"):
+                sample[key] = t.float()
+            else:
+                sample[key] = t.float()[None]
         return sample
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
@@ -160,6 +216,27 @@ class FolderDataset(Dataset):
             gen = torch.Generator().manual_seed(seed)
             sample = self.transform(sample, gen)
         return sample
+
+
+def _decode_normals_png(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise UserError(f"corrupt normals file {path} (not an RGB image)")
+    n = arr.astype(np.float32) * (2.0 / 255.0) - 1.0
+    n[(arr == 0).all(axis=2)] = 0.0  # the invalid marker, see the module docstring
+    return n
+
+
+def open_dataset(root: str | Path, split: str, tasks: list[str] | None = None) -> FolderDataset:
+    """A prepared dataset's split with every task it has (or ``tasks``), untransformed: what figures,
+    notebooks and statistics read, whatever the dataset (SynthRooms, NYUD, PASCAL)."""
+    man = read_manifest(root, Path(root).name)
+    return FolderDataset(
+        root, split, list(tasks or man.get("tasks", [])), dataset=man.get("dataset", "dataset")
+    )
+
+
+def split_names(root: str | Path) -> list[str]:
+    return sorted(p.stem for p in (Path(root) / "splits").glob("*.txt"))
 
 
 def index_seed(index: int) -> int:

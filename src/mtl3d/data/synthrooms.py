@@ -14,13 +14,10 @@ See ``docs/synthrooms.md`` for the classes, the camera model and the file layout
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import secrets
 import shutil
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mtl3d.data.encode import npy_bytes, png_bytes
 from mtl3d.errors import UserError
 
 __all__ = [
@@ -743,37 +741,6 @@ def _degrade(view: dict[str, np.ndarray], K: np.ndarray, rng: np.random.Generato
 
 
 # ------------------------------------------------------------------------------------------ dataset I/O
-def _png(arr: np.ndarray) -> bytes:
-    """Minimal 8-bit PNG writer (grey or RGB); faster than PIL's and deterministic for a given zlib.
-
-    Fast zlib level 1; RGB rows use the 'Up' filter, label maps (long runs) compress best unfiltered."""
-    h, w = arr.shape[:2]
-    ch = 1 if arr.ndim == 2 else arr.shape[2]
-    rows = np.ascontiguousarray(arr, dtype=np.uint8).reshape(h, w * ch)
-    data = np.empty((h, w * ch + 1), np.uint8)
-    if ch == 3:
-        data[:, 0] = 2
-        data[0, 1:] = rows[0]
-        np.subtract(rows[1:], rows[:-1], out=data[1:, 1:])  # uint8 wraps modulo 256, as PNG wants
-    else:
-        data[:, 0] = 0
-        data[:, 1:] = rows
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(tag + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2 if ch == 3 else 0, 0, 0, 0)
-    idat = zlib.compress(data.tobytes(), 1)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
 def _dump(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, sort_keys=True, indent=1) + "\n"
 
@@ -885,11 +852,11 @@ def prepare(root: str | Path, scenes: int = 200, views: int = 3, height: int = 9
             for vid, pose in zip(ids, poses, strict=True):
                 out = render(scene, K, pose, height, width, shadows=shadows)
                 depth, rgb = _degrade(out, K, noise_rng, depth_holes, depth_noise, image_noise)
-                put(f"images/{vid}.png", _png(rgb))
-                put(f"depth/{vid}.npy", _npy(depth))
-                put(f"normals/{vid}.npy", _npy(out["normals"]))
-                put(f"semseg/{vid}.png", _png(out["semseg"]))
-                put(f"edges/{vid}.png", _png(out["edges"]))
+                put(f"images/{vid}.png", png_bytes(rgb))
+                put(f"depth/{vid}.npy", npy_bytes(depth))
+                put(f"normals/{vid}.npy", npy_bytes(out["normals"]))
+                put(f"semseg/{vid}.png", png_bytes(out["semseg"]))
+                put(f"edges/{vid}.png", png_bytes(out["edges"]))
                 view_meta[vid] = {"scene": sid, "K": K.tolist(), "pose": pose.tolist(),
                                   "neighbors": [n for n in ids if n != vid]}
         counts = {}

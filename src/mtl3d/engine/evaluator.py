@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
@@ -24,7 +25,7 @@ from mtl3d.engine.trainer import build_branch, resolve_device, to_device
 from mtl3d.errors import UserError
 from mtl3d.metrics.registry import create_metric
 from mtl3d.models import build_model
-from mtl3d.tasks import get_task
+from mtl3d.tasks import TASKS, classes_for, get_task
 
 
 def count_params(model: nn.Module) -> int:
@@ -95,25 +96,166 @@ def load_run(run_dir: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
     return C.load(cfg_path), load_checkpoint(ckpt_path)
 
 
+def _pad_stack(tensors: list[Tensor], fill: float) -> Tensor:
+    """Stack maps of different sizes, padded at the bottom/right to the largest with ``fill``."""
+    h = max(int(t.shape[-2]) for t in tensors)
+    w = max(int(t.shape[-1]) for t in tensors)
+    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], h, w), fill)
+    for i, t in enumerate(tensors):
+        out[i, ..., : t.shape[-2], : t.shape[-1]] = t
+    return out
+
+
+def _fill(key: str) -> float:
+    """Pad value of a dense entry: each task's ignore value (255; 0 = invalid for depth and normals)."""
+    if key in TASKS:
+        value = TASKS[key].ignore_value
+        return 0.0 if value is None else float(value)
+    return 0.0
+
+
+def collate_eval(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch evaluation samples whose sizes may differ (PASCAL).
+
+    Network inputs of different sizes (``size=None``) are padded at the bottom/right (image 0 = the mean
+    colour after normalisation, labels their ignore value); every sample gets ``valid_box`` = (top,
+    left, h, w), the region of the input that shows the image (the whole input unless padded). The
+    untransformed labels (``original``) are padded the same way to the batch's largest original size,
+    and ``original_size`` [B, 2] says how much of each is real.
+    """
+    dense = [
+        k
+        for k, v in samples[0].items()
+        if isinstance(v, Tensor) and v.dim() >= 2 and k not in ("K", "pose", "valid_box")
+    ]
+    rest = []
+    for s in samples:
+        r = {k: v for k, v in s.items() if k not in dense and k != "original"}
+        if "valid_box" not in r:
+            r["valid_box"] = torch.tensor([0, 0, *s["image"].shape[-2:]], dtype=torch.int64)
+        rest.append(r)
+    batch: dict[str, Any] = default_collate(rest)
+    for k in dense:
+        vals = [s[k] for s in samples]
+        same = all(v.shape == vals[0].shape for v in vals)
+        batch[k] = torch.stack(vals) if same else _pad_stack(vals, _fill(k))
+    if "original" in samples[0]:
+        batch["original"] = {
+            t: _pad_stack([s["original"][t] for s in samples], _fill(t)) for t in samples[0]["original"]
+        }
+    return batch
+
+
+def to_original(x: Tensor, box: list[int], in_size: tuple[int, int], out_size: tuple[int, int]) -> Tensor:
+    """One image's output map [C, h, w] (at the input resolution, or a fraction of it) -> [C, *out_size].
+
+    Crops the ``box`` (top, left, h, w; input pixels) that shows the image, i.e. drops pad-mode padding,
+    then resizes bilinearly to the original size if the input had been resized.
+    """
+    ry, rx = x.shape[-2] / in_size[0], x.shape[-1] / in_size[1]
+    top, left, h, w = box
+    x = x[..., round(top * ry) : round((top + h) * ry), round(left * rx) : round((left + w) * rx)]
+    if tuple(x.shape[-2:]) != tuple(out_size):
+        x = F.interpolate(x[None].float(), size=tuple(out_size), mode="bilinear", align_corners=False)[0]
+    return x
+
+
+def score_batch(
+    out: dict[str, Tensor],
+    batch: dict[str, Any],
+    metrics: dict[str, Any],
+    eval_resolution: str = "original",
+) -> list[dict[str, Tensor]]:
+    """Update ``metrics`` with one batch of raw head outputs ``out`` ({task: [B, C, H, W]} at the input
+    size); return each image's post-processed predictions at the resolution it was scored at.
+
+    ``input``: predictions at the network input size against the transformed labels (the old behaviour).
+    ``original``: each image's prediction mapped back to its original size (:func:`to_original`) and
+    scored against its untransformed label. The mapping interpolates the *raw* outputs (class logits,
+    edge/saliency logits, depth, unnormalised normals) bilinearly and then applies :func:`postprocess`
+    (argmax happens in the metric, sigmoid, renormalisation). That is the MTL survey's protocol
+    (``INFER_FLAGVALS``) in spirit; it differs in that the survey resizes the *post-processed* maps, the
+    semseg/human_parts label maps with nearest neighbour and sigmoid probabilities and normals linearly
+    (normals re-normalised when read back), so class borders and probabilities differ slightly in
+    blurry regions; depth is the same.
+    """
+    tasks = list(metrics)
+    if eval_resolution == "input":
+        preds = {t: postprocess(t, out[t]) for t in tasks}
+        for t in tasks:
+            metrics[t].update(preds[t], batch[t])
+        return [{t: preds[t][i] for t in tasks} for i in range(batch["image"].shape[0])]
+    in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
+    boxes = batch["valid_box"].tolist()
+    sizes = [tuple(hw) for hw in batch["original_size"].tolist()]
+    if all(b == [0, 0, *in_size] and hw == in_size for b, hw in zip(boxes, sizes, strict=True)):
+        # the input is every image at its original size: score the whole batch at once, exactly as ``input``
+        preds = {t: postprocess(t, out[t]) for t in tasks}
+        for t in tasks:
+            metrics[t].update(preds[t], batch["original"][t])
+        return [{t: preds[t][i] for t in tasks} for i in range(len(boxes))]
+    per_image = []
+    for i, (box, (h, w)) in enumerate(zip(boxes, sizes, strict=True)):
+        preds = {t: postprocess(t, to_original(out[t][i], box, in_size, (h, w))[None]) for t in tasks}
+        for t in tasks:
+            metrics[t].update(preds[t], batch["original"][t][i : i + 1, ..., :h, :w])
+        per_image.append({t: p[0] for t, p in preds.items()})
+    return per_image
+
+
+def _class_names(dataset: Any, task: str) -> list[str] | None:
+    """Class names of a classification task; ``dataset.classes`` for semseg on readers without
+    ``class_names``."""
+    if get_task(task).kind != "classification":
+        return None
+    if hasattr(dataset, "class_names"):
+        return list(dataset.class_names(task))
+    return list(dataset.classes) if task == "semseg" else None
+
+
 def evaluate(
     run_dir: str | Path,
     split: str | None = None,
     data_root: str | None = None,
     device: str | None = None,
     progress: bool = True,
+    eval_resolution: str | None = None,
+    boundary_workers: int | None = None,
 ) -> dict[str, Any]:
+    """Score a finished run on ``split`` and write ``metrics.json`` (+ a few predictions).
+
+    ``eval_resolution`` overrides the run's ``data.eval_resolution`` (``original`` | ``input``).
+    ``boundary_workers``: processes that score edges while the network runs; default ``min(4, CPUs)``
+    when the split has more than a handful of images, else 0 (no process start-up for tiny splits).
+    """
     run_dir = Path(run_dir)
     cfg, ckpt = load_run(run_dir)
     if data_root is not None:
         cfg.data.root = data_root
+    if eval_resolution is not None:
+        if eval_resolution not in ("original", "input"):
+            raise UserError(f"unknown eval resolution {eval_resolution!r}; valid: input, original")
+        cfg.data.eval_resolution = eval_resolution
+    mode = cfg.data.eval_resolution
     dev = resolve_device(device or cfg.device)
     info = get_dataset_info(cfg.data.dataset)
     split = split or cfg.data.eval_split
     size = (cfg.data.height, cfg.data.width) if cfg.data.height and cfg.data.width else None
-    num_classes = int(ckpt["num_classes"])
+    # one int shared by the classification tasks (older runs, SynthRooms) or a per-task dict (PASCAL)
+    num_classes = ckpt["num_classes"]
+    num_classes = dict(num_classes) if isinstance(num_classes, dict) else int(num_classes)
     model = build_model(cfg.model, cfg.tasks, num_classes, pretrained=False)
     tasks = list(model.main_tasks)  # auxiliary-only tasks have no output to score: no labels to load
-    dataset = create_dataset(info.name, cfg.data.root, split, tasks, train=False, size=size)
+    dataset = create_dataset(
+        info.name,
+        cfg.data.root,
+        split,
+        tasks,
+        train=False,
+        size=size,
+        resize_mode=cfg.data.resize_mode,
+        keep_original=True,
+    )
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
     branch = None
@@ -122,74 +264,80 @@ def evaluate(
         branch.load_state_dict(ckpt["branch"])
         branch.to(dev).eval()
 
+    if boundary_workers is None:
+        cpus = os.cpu_count() or 1
+        boundary_workers = min(4, cpus) if cpus > 1 and len(dataset) > 8 else 0
     metrics = {
         t: create_metric(
             t,
-            num_classes=num_classes,
-            class_names=dataset.classes,
-            **({"max_dist": info.edge_max_dist} if t == "edges" else {}),
+            num_classes=classes_for(num_classes, t),
+            class_names=_class_names(dataset, t),
+            **(
+                {"max_dist": info.edge_max_dist, "workers": boundary_workers, "progress": progress}
+                if t == "edges"
+                else {}
+            ),
         )
         for t in tasks
     }
     loader = DataLoader(
-        dataset, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers
+        dataset,
+        batch_size=cfg.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate_eval,
     )
     pred_dir = run_dir / "predictions"
     n_save = cfg.n_saved_predictions
     saved = 0
     forward_s = 0.0
     n_images = 0
-    for batch in tqdm(loader, desc=f"evaluate {run_dir.name}", disable=not progress, dynamic_ncols=True):
-        batch = to_device(batch, dev)
-        with torch.no_grad():
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            size = tuple(batch["image"].shape[-2:])
-            feats = model.encode(batch["image"])  # kept: the branch below renders from the same features
-            out = model.decode(feats, size)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            forward_s += time.perf_counter() - t0
-            preds = {t: postprocess(t, out[t]) for t in tasks}
-            for t in tasks:
-                metrics[t].update(preds[t], batch[t])
-            rendered = None
-            if branch is not None and saved < n_save:
-                rendered = branch(feats, batch["K"], size)
-        n_images += batch["image"].shape[0]
-        for i in range(batch["image"].shape[0]):
-            if saved >= n_save:
-                break
-            arrays: dict[str, np.ndarray] = {
-                "image": (
-                    denormalize_image(batch["image"][i : i + 1])[0].permute(1, 2, 0).cpu().numpy() * 255
-                )
-                .round()
-                .astype(np.uint8)
-            }
-            for t in tasks:
-                arrays[f"gt_{t}"] = batch[t][i].cpu().numpy()
-                arrays[f"pred_{t}"] = _compact(t, preds[t][i])
-            if rendered is not None:
-                arrays["reg_depth"] = rendered["depth"][i].float().cpu().numpy()
-                for t, v in rendered["tasks"].items():
-                    arrays[f"reg_{t}"] = _compact(t, postprocess(t, v)[i])
-            _save_npz(pred_dir / f"{dataset.ids[int(batch['index'][i])]}.npz", arrays)
-            saved += 1
+    original_sizes: list[list[int]] = []
+    in_size: tuple[int, int] = (0, 0)
+    try:
+        for batch in tqdm(loader, desc=f"evaluate {run_dir.name}", disable=not progress, dynamic_ncols=True):
+            batch = to_device(batch, dev)
+            with torch.no_grad():
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
+                feats = model.encode(batch["image"])  # kept: the branch below renders from the same features
+                out = model.decode(feats, in_size)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                forward_s += time.perf_counter() - t0
+                preds = score_batch(out, batch, metrics, mode)
+                rendered = None
+                if branch is not None and saved < n_save:
+                    rendered = branch(feats, batch["K"], in_size)
+            n_images += batch["image"].shape[0]
+            original_sizes += batch["original_size"].tolist()
+            for i in range(batch["image"].shape[0]):
+                if saved >= n_save:
+                    break
+                arrays = _saved_arrays(batch, i, preds[i], rendered, in_size, mode)
+                _save_npz(pred_dir / f"{dataset.ids[int(batch['index'][i])]}.npz", arrays)
+                saved += 1
 
-    results: dict[str, Any] = {}
-    protocols: dict[str, str] = {}
-    for t, m in metrics.items():
-        results[t] = {
-            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()
-        }
-        protocols[t] = m.protocol
-    h, w = size
+        results: dict[str, Any] = {}
+        protocols: dict[str, str] = {}
+        for t, m in metrics.items():
+            results[t] = {
+                k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()
+            }
+            protocols[t] = m.protocol
+    finally:
+        for m in metrics.values():
+            if hasattr(m, "close"):
+                m.close()  # worker processes of the boundary metric, also when evaluation fails
+    h, w = in_size
     n_params, n_flops = inference_cost(model, (h, w), dev)
+    sizes = np.array(original_sizes, dtype=np.int64).reshape(-1, 2)
     report = {
         "run": {
             "dataset": cfg.data.dataset,
+            "dataset_variant": dataset.manifest.get("variant"),
             "model": cfg.model.name,
             "backbone": cfg.model.backbone,
             "regularizer": cfg.regularizer.enabled,
@@ -201,7 +349,15 @@ def evaluate(
         },
         "split": split,
         "n_images": n_images,
-        "resolution": [h, w],
+        "resolution": [h, w],  # network input size (of the last batch)
+        "resize_mode": cfg.data.resize_mode,
+        # where predictions were scored: each image's original size, or the network input size
+        "eval_resolution": mode,
+        "original_sizes": {
+            "min": sizes.min(axis=0).tolist() if len(sizes) else None,
+            "max": sizes.max(axis=0).tolist() if len(sizes) else None,
+            "distinct": int(len({tuple(r) for r in sizes.tolist()})),
+        },
         "metrics": results,
         "protocols": protocols,
         "params": n_params,
@@ -215,6 +371,38 @@ def evaluate(
     }
     atomic_write_json(run_dir / "metrics.json", report)
     return report
+
+
+def _saved_arrays(
+    batch: dict[str, Any],
+    i: int,
+    preds: dict[str, Tensor],
+    rendered: dict[str, Any] | None,
+    in_size: tuple[int, int],
+    mode: str,
+) -> dict[str, np.ndarray]:
+    """What one saved prediction file holds: image, labels and predictions at the resolution they were
+    scored at (original: the image cropped to its valid box and resized back), rendered maps likewise."""
+    image = batch["image"][i]
+    box = batch["valid_box"][i].tolist()
+    h, w = batch["original_size"][i].tolist()
+    if mode == "original":
+        image = to_original(image, box, in_size, (h, w))
+    rgb = denormalize_image(image[None])[0].permute(1, 2, 0).cpu().numpy()
+    arrays: dict[str, np.ndarray] = {"image": (rgb * 255).round().astype(np.uint8)}
+    for t, pred in preds.items():
+        gt = batch[t][i] if mode == "input" else batch["original"][t][i, ..., :h, :w]
+        arrays[f"gt_{t}"] = gt.cpu().numpy()
+        arrays[f"pred_{t}"] = _compact(t, pred)
+
+    def back(x: Tensor) -> Tensor:
+        return x if mode == "input" else to_original(x, box, in_size, (h, w))
+
+    if rendered is not None:
+        arrays["reg_depth"] = back(rendered["depth"][i].float()).cpu().numpy()
+        for t, v in rendered["tasks"].items():
+            arrays[f"reg_{t}"] = _compact(t, postprocess(t, back(v[i].float())[None])[0])
+    return arrays
 
 
 def _train_seconds(run_dir: Path) -> float | None:

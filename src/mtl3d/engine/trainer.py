@@ -34,7 +34,7 @@ from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distribute
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import build_model, split_outputs
-from mtl3d.tasks import get_task
+from mtl3d.tasks import classes_for, get_task
 
 # Keys that may differ when re-running a command on an existing run dir (they do not change
 # what is trained); anything else differing means the user pointed at the wrong directory.
@@ -204,8 +204,12 @@ class Run:
             size=size,
             hflip=cfg.data.hflip,
             multiview=cross_view,
+            resize_mode=cfg.data.resize_mode,
+            scale_range=cfg.data.scale_range,
+            depth_scale=cfg.data.depth_scale_aug,
         )
-        self.num_classes = self.train_set.num_classes
+        self.train_set.subset(cfg.data.train_fraction)
+        self.num_classes = self.train_set.task_num_classes
         seed_everything(cfg.seed)
         self.model = build_model(cfg.model, cfg.tasks, self.num_classes)
         self.model.fit_to_data(self.train_set)  # deterministic; a resumed run reloads the same buffers
@@ -335,7 +339,7 @@ def _allreduce_grads(model: nn.Module, branch: nn.Module | None, info: DistInfo)
                 p.grad /= info.world_size
 
 
-def build_branch(cfg: C.TrainConfig, model: nn.Module, num_classes: int) -> nn.Module:
+def build_branch(cfg: C.TrainConfig, model: nn.Module, num_classes: int | dict[str, int]) -> nn.Module:
     if not getattr(model, "supports_regularizer", True):
         raise UserError(f"model {cfg.model.name!r} has no shared encoder; the 3D-aware regularizer needs one")
     from mtl3d.regularizer.branch import RegularizerBranch
@@ -344,7 +348,8 @@ def build_branch(cfg: C.TrainConfig, model: nn.Module, num_classes: int) -> nn.M
     reg = cfg.regularizer
     near = reg.near if reg.near is not None else near
     far = reg.far if reg.far is not None else far
-    channels = {t: get_task(t).out_channels(num_classes) for t in cfg.tasks}
+    rendered = reg.render_tasks if reg.render_tasks is not None else cfg.tasks
+    channels = {t: get_task(t).out_channels(classes_for(num_classes, t)) for t in cfg.tasks if t in rendered}
     return RegularizerBranch(reg, list(model.feature_channels), channels, near, far)
 
 

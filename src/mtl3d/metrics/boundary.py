@@ -43,12 +43,16 @@ thinning is idempotent, so it is a no-op there.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 import torch
 from scipy import ndimage, sparse
 from scipy.sparse.csgraph import maximum_flow
+from tqdm import tqdm
 
 # Neighbour order x1..x8 of Guo & Hall (1989): E, NE, N, NW, W, SW, S, SE; bit k of the code is x_{k+1}
 # (the same bit layout as skimage's correlation mask, so the lookup tables are interchangeable).
@@ -309,6 +313,13 @@ class BoundaryMetric:
     with 255 = ignore (treated as non-boundary). ``compute()`` returns ``odsF``, ``oisF``, ``AP``,
     ``AP_seism`` (%), and ``ods_threshold``, ``ods_recall`` / ``ods_precision`` (%). With no image
     accumulated every value is NaN.
+
+    ``workers > 0``: ``update`` only queues each image's :func:`image_counts` in a pool of that many
+    worker processes (created on first use), so the caller (the network) keeps running while boundaries
+    are scored; ``compute()`` waits for them, in submission order, so the numbers are identical to
+    ``workers=0``. At most ``4 * workers`` images wait in the queue (``update`` blocks beyond that), which
+    bounds memory when the network is faster than the scoring. ``progress``: a progress bar while
+    ``compute()`` waits. The pool is shut down by ``compute``, ``reset``, ``close`` and on deletion.
     """
 
     def __init__(
@@ -317,6 +328,8 @@ class BoundaryMetric:
         max_dist: float = 0.011,
         thin_gt: bool = True,
         thresholds: Sequence[float] | None = None,
+        workers: int = 0,
+        progress: bool = False,
     ) -> None:
         if thresholds is None:
             if n_thresholds < 1:
@@ -327,8 +340,12 @@ class BoundaryMetric:
             raise ValueError("thresholds must be a non-empty 1-D sequence")
         if max_dist <= 0:
             raise ValueError("max_dist must be > 0")
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
         self.max_dist = float(max_dist)
         self.thin_gt = bool(thin_gt)
+        self.workers = int(workers)
+        self.progress = bool(progress)
         self.protocol = (
             f"SEISM/BSDS fb: {self.thresholds.size} thresholds pred>=t "
             f"({self.thresholds[0]:.3g}..{self.thresholds[-1]:.3g}), pred thinned (bwmorph thin), "
@@ -337,12 +354,33 @@ class BoundaryMetric:
             "(AP_seism = SEISM formula); empty sets: R=1 if no GT, P=1 if no prediction; %"
         )
         self._counts: list[np.ndarray] = []
+        self._pending: deque[Future[np.ndarray]] = deque()
+        self._pool: ProcessPoolExecutor | None = None
 
     def reset(self) -> None:
+        self.close()
         self._counts = []
 
+    def close(self) -> None:
+        """Drop queued work and shut the worker pool down (a later ``update`` starts a new one)."""
+        for fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            # no waiting at interpreter teardown or garbage collection: queued images are dropped
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        p = _as_numpy(pred)
+        p = _as_numpy(pred, keep_float32=self.workers > 0)
         g = _as_numpy(target)
         if p.ndim == 4:
             p = p[:, 0] if p.shape[1] == 1 else p
@@ -357,9 +395,34 @@ class BoundaryMetric:
             raise ValueError("boundary metric expects probabilities in [0, 1] (apply sigmoid first)")
         gt = (g >= 0.5) & (g != 255)
         for i in range(p.shape[0]):
-            self._counts.append(image_counts(p[i], gt[i], self.thresholds, self.max_dist, self.thin_gt))
+            if self.workers == 0:
+                self._counts.append(image_counts(p[i], gt[i], self.thresholds, self.max_dist, self.thin_gt))
+                continue
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context())
+            self._pending.append(
+                self._pool.submit(
+                    image_counts, p[i].copy(), gt[i].copy(), self.thresholds, self.max_dist, self.thin_gt
+                )
+            )
+            # back-pressure: collect the oldest results (in order) once too many images wait
+            while len(self._pending) > 4 * self.workers:
+                self._counts.append(self._pending.popleft().result())
+
+    def _gather(self) -> None:
+        if not self._pending:
+            self._shutdown()
+            return
+        with tqdm(
+            total=len(self._pending), desc="boundaries (odsF)", disable=not self.progress, dynamic_ncols=True
+        ) as bar:
+            while self._pending:
+                self._counts.append(self._pending.popleft().result())
+                bar.update(1)
+        self._shutdown()
 
     def compute(self) -> dict[str, float]:
+        self._gather()
         keys = ("odsF", "oisF", "AP", "AP_seism", "ods_threshold", "ods_recall", "ods_precision")
         if not self._counts:
             return dict.fromkeys(keys, math.nan)
@@ -384,7 +447,26 @@ class BoundaryMetric:
         }
 
 
-def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+def _pool_context() -> mp.context.BaseContext:
+    """Not fork: the parent runs torch (thread pools, maybe CUDA), which a forked child does not survive.
+    The fork server (POSIX) imports this module once per evaluating process, so later pools start in
+    milliseconds rather than re-importing torch in every worker as spawn (the fallback) does."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _as_numpy(x: torch.Tensor | np.ndarray, keep_float32: bool = False) -> np.ndarray:
+    """float64 array; ``keep_float32`` leaves float32 input as is (half the bytes to send to a worker;
+    :func:`image_counts` converts to float64 exactly, so the counts do not change)."""
     if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64)
+        x = x.detach().cpu()
+        if keep_float32 and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return x.float().numpy()
+        return x.to(torch.float64).numpy()
+    x = np.asarray(x)
+    if keep_float32 and x.dtype in (np.float32, np.float16):
+        return x.astype(np.float32, copy=False)
+    return x.astype(np.float64, copy=False)

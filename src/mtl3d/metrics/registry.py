@@ -52,7 +52,9 @@ def create_metric(
 
     Classification tasks need ``num_classes`` (or ``class_names``, whose length then gives it).
     ``options`` go to the metric's constructor, e.g. ``max_dist=0.0075`` for PASCAL edges,
-    ``protocol="invpt"`` for saliency, ``max_depth=80`` for depth; unknown options raise ``UserError``.
+    ``protocol="invpt"`` for saliency (default ``"both"``: the survey keys ``maxF``/``mIoU`` plus the InvPT
+    ones ``maxF_invpt``/``mIoU_invpt``), ``max_depth=80`` for depth, ``workers=4`` for edges (scoring in
+    worker processes); unknown options raise ``UserError``.
     """
     if task not in _METRICS:
         raise unknown_name("metric task", task, list(_METRICS))
@@ -65,6 +67,9 @@ def create_metric(
             f"unknown option(s) {', '.join(sorted(bad))} for the {task} metric; valid: "
             f"{', '.join(valid) or 'none'}"
         )
+    if cls is SaliencyMetric:
+        # both published protocols side by side unless one is asked for: survey keys plain (Δm), InvPT *_invpt
+        options.setdefault("protocol", "both")
     if cls is SegmentationMetric:
         if num_classes is None and class_names is not None:
             num_classes = len(class_names)

@@ -14,6 +14,10 @@ sigmoid, which shifts its effective thresholds to logit(t) (t ≤ 0.5 then means
 that quirk is **not** reproduced: thresholds apply to the probability itself, so our numbers are what
 the InvPT protocol intends, not bit-identical to its code.
 
+``protocol="both"`` (what :func:`mtl3d.metrics.create_metric` gives by default): both at once, the MTL
+survey numbers under the plain keys (``maxF``, ``mIoU``: Δm uses these) and the InvPT ones with the
+suffix ``_invpt`` (``maxF_invpt``, ``mIoU_invpt``, ``maxF_threshold_invpt``, ``mIoU_threshold_invpt``).
+
 In both protocols pixels with target 255 are ignored (the MTL code has no ignore label; its GT has
 none) and images with no valid pixel are skipped. No image in the split: every value is NaN.
 """
@@ -27,14 +31,16 @@ import torch
 
 from mtl3d.errors import unknown_name
 
-PROTOCOLS = ("mtl", "invpt")
+PROTOCOLS = ("mtl", "invpt", "both")
+INVPT_SUFFIX = "_invpt"
 
 
 class SaliencyMetric:
     """``maxF`` and ``mIoU`` (%) and the thresholds attaining them (``maxF_threshold``, ``mIoU_threshold``).
 
-    ``protocol`` picks the definition ("mtl" or "invpt", see the module docstring); afterwards the
-    attribute ``protocol`` holds the one-line description written to metrics.json, ``mode`` the name.
+    ``protocol`` picks the definition ("mtl", "invpt", or "both" with the InvPT keys suffixed ``_invpt``,
+    see the module docstring); afterwards the attribute ``protocol`` holds the one-line description
+    written to metrics.json, ``mode`` the name.
     """
 
     def __init__(self, protocol: str = "mtl", ignore_index: int = 255) -> None:
@@ -42,6 +48,12 @@ class SaliencyMetric:
             raise unknown_name("saliency protocol", protocol, PROTOCOLS)
         self.mode = protocol
         self.ignore_index = ignore_index
+        self._parts: tuple[SaliencyMetric, SaliencyMetric] | None = None
+        if protocol == "both":
+            # two independent accumulators; the survey one keeps the plain keys
+            self._parts = (SaliencyMetric("mtl", ignore_index), SaliencyMetric("invpt", ignore_index))
+            self.protocol = f"{self._parts[0].protocol} || keys *{INVPT_SUFFIX}: {self._parts[1].protocol}"
+            return
         if protocol == "mtl":
             self.thresholds = np.linspace(0.2, 0.9, 15)
             self.beta_sq = 1.0
@@ -59,6 +71,10 @@ class SaliencyMetric:
         self.reset()
 
     def reset(self) -> None:
+        if self._parts is not None:
+            for part in self._parts:
+                part.reset()
+            return
         t = len(self.thresholds)
         self._n_images = 0
         self._sum_jac = np.zeros(t)
@@ -75,6 +91,10 @@ class SaliencyMetric:
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if self._parts is not None:
+            for part in self._parts:
+                part.update(pred, target)
+            return
         p = torch.as_tensor(pred).detach().to("cpu", torch.float64).numpy()
         g = torch.as_tensor(target).detach().to("cpu", torch.float64).numpy()
         if p.shape != g.shape or p.ndim != 4 or p.shape[1] != 1:
@@ -103,6 +123,9 @@ class SaliencyMetric:
             self._ap += n_pos
 
     def compute(self) -> dict[str, float]:
+        if self._parts is not None:
+            survey, invpt = (part.compute() for part in self._parts)
+            return {**survey, **{k + INVPT_SUFFIX: v for k, v in invpt.items()}}
         keys = ("maxF", "mIoU", "maxF_threshold", "mIoU_threshold")
         if self._n_images == 0:
             return dict.fromkeys(keys, math.nan)

@@ -194,7 +194,7 @@ def search_genotype(run_dir: str | Path) -> Path:
 
     run_dir = Path(run_dir)
     cfg, ckpt = load_run(run_dir)
-    model = build_model(cfg.model, cfg.tasks, int(ckpt["num_classes"]), pretrained=False)
+    model = build_model(cfg.model, cfg.tasks, ckpt["num_classes"], pretrained=False)
     model.load_state_dict(ckpt["model"])
     return write_genotype(
         model,

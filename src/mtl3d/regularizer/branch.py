@@ -36,7 +36,7 @@ from mtl3d.regularizer.rays import (
     render_size,
     to_box,
 )
-from mtl3d.regularizer.render import render_rays
+from mtl3d.regularizer.render import Rendered, render_rays
 from mtl3d.regularizer.triplane import AGGREGATIONS, PlaneEncoder, aggregated_channels, sample_triplane
 
 
@@ -52,7 +52,11 @@ def _check_cfg(cfg: RegularizerConfig, tasks: list[str]) -> None:
             raise UserError(f"config key 'regularizer.{key}' must be >= 1, got {getattr(cfg, key)}")
     if cfg.plane_res is not None and (len(cfg.plane_res) != 2 or min(cfg.plane_res) < 1):
         raise UserError(f"config key 'regularizer.plane_res' must be [H, W] >= 1, got {cfg.plane_res}")
+    if cfg.mode not in ("render", "flat"):
+        raise unknown_name("regularizer.mode", cfg.mode, ("render", "flat"))
     if cfg.cross_view:
+        if cfg.mode != "render":
+            raise UserError("regularizer.cross_view needs regularizer.mode = 'render'")
         if cfg.camera != "pinhole":
             raise UserError("regularizer.cross_view needs regularizer.camera = 'pinhole'")
         for t in cfg.cross_view_tasks:
@@ -203,7 +207,10 @@ class RegularizerBranch(nn.Module):
                 sigma = sigma * inside_box(coords).to(sigma.dtype)
             return sigma, values
 
-        r = render_rays(field, rays.z, rays.delta, chunk_rays=cfg.chunk_rays, background_depth=self.far)
+        if cfg.mode == "flat":
+            r = self._flat(planes, rays, K_ref, image_size)
+        else:
+            r = render_rays(field, rays.z, rays.delta, chunk_rays=cfg.chunk_rays, background_depth=self.far)
         B = planes.shape[0]
         h, w = size
         acc = r.opacity[..., None].to(r.features.dtype)
@@ -221,6 +228,22 @@ class RegularizerBranch(nn.Module):
             "depth": r.depth.reshape(B, 1, h, w),
             "opacity": r.opacity.reshape(B, 1, h, w),
         }
+
+    def _flat(self, planes: Tensor, rays: Any, K_ref: Tensor, image_size: tuple[int, int]) -> Rendered:
+        """The capacity control: each ray's mid-depth point only, opacity 1, no compositing. The same
+        parameters learn from the same losses; only the 3D structure (density, depth) is gone, so
+        density_out gets no gradient and the returned depth is the constant mid-depth."""
+        S = rays.z.shape[-1]
+        mid = S // 2
+        coords = to_box(
+            rays.points(0, rays.z.shape[1])[..., mid : mid + 1, :], K_ref, image_size, self.near, self.far,
+            camera=self.cfg.camera, spacing=self.cfg.spacing,
+        )
+        h = F.relu(self.first(sample_triplane(planes, coords, self.cfg.plane_agg)))[..., 0, :]
+        ones = torch.ones(h.shape[:-1], dtype=h.dtype, device=h.device)
+        return Rendered(
+            weights=ones[..., None], features=h[..., self.cfg.hidden :], depth=rays.z[..., mid], opacity=ones
+        )
 
     # ------------------------------------------------------------------ loss
     def loss(

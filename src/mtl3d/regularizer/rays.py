@@ -22,6 +22,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -312,3 +313,46 @@ def to_box(
 def inside_box(coords: Tensor, eps: float = 1e-6) -> Tensor:
     """Boolean mask [...] of box coordinates [..., 3] inside [−1, 1]³."""
     return (coords.abs() <= 1.0 + eps).all(dim=-1)
+
+
+def warp_to_reference(
+    depth_a: np.ndarray,
+    K_a: np.ndarray,
+    pose_a: np.ndarray,
+    image_b: np.ndarray,
+    K_b: np.ndarray,
+    pose_b: np.ndarray,
+    depth_b: np.ndarray | None = None,
+    rel_tol: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray]:
+    """View b resampled into view a through a's z-depth and both cameras (OpenCV, camera-to-world
+    poses); numpy, for figures and data checks.
+
+    Returns (warped image, valid mask); a pixel is valid when it lands inside b and, if ``depth_b`` is
+    given, its depth in b agrees with b's own depth within ``rel_tol`` (not occluded there).
+    """
+    d = np.asarray(depth_a, np.float64)
+    d = d[..., 0] if d.ndim == 3 else d
+    h, w = d.shape
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    pix = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3)
+    cam_a = (np.linalg.inv(K_a) @ pix.T) * d.reshape(1, -1)
+    world = np.asarray(pose_a, np.float64) @ np.vstack([cam_a, np.ones((1, cam_a.shape[1]))])
+    cam_b = np.linalg.inv(np.asarray(pose_b, np.float64)) @ world
+    z = cam_b[2]
+    proj = np.asarray(K_b, np.float64) @ cam_b[:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ub, vb = proj[0] / z, proj[1] / z
+    hb, wb = image_b.shape[:2]
+    ui, vi = np.round(ub), np.round(vb)
+    valid = (d.reshape(-1) > 0) & (z > 1e-6) & (ui >= 0) & (ui < wb) & (vi >= 0) & (vi < hb)
+    ui, vi = np.where(valid, ui, 0).astype(int), np.where(valid, vi, 0).astype(int)
+    if depth_b is not None:
+        db = np.asarray(depth_b, np.float64)
+        db = db[..., 0] if db.ndim == 3 else db
+        seen = db[vi, ui]
+        valid &= (seen > 0) & (np.abs(seen - z) <= rel_tol * np.maximum(z, 1e-6))
+    warped = np.zeros((h * w, image_b.shape[2] if image_b.ndim == 3 else 1), np.float32)
+    src = image_b.reshape(hb * wb, -1).astype(np.float32)
+    warped[valid] = src[(vi * wb + ui)[valid]]
+    return warped.reshape(h, w, -1).squeeze(), valid.reshape(h, w)

@@ -434,38 +434,11 @@ def write_qualitative(
 
 
 # ------------------------------------------------------------------------------------------ dataset figures
-def read_dataset_manifest(root: str | Path) -> dict[str, Any]:
-    p = Path(root) / "manifest.json"
-    if not p.is_file():
-        raise UserError(
-            f"no prepared dataset at {root} (missing manifest.json); run mtl3d data prepare first"
-        )
-    return json.loads(p.read_text())
+def _views(root: str | Path, split: str, tasks: list[str] | None = None):
+    """The one reader of prepared data (``mtl3d.data``): any dataset, no layout knowledge here."""
+    from mtl3d.data.folder import open_dataset
 
-
-def split_ids(root: str | Path, split: str) -> list[str]:
-    p = Path(root) / "splits" / f"{split}.txt"
-    if not p.is_file():
-        raise UserError(f"{root} has no split {split!r}")
-    return [s.strip() for s in p.read_text().splitlines() if s.strip()]
-
-
-def load_view(root: str | Path, view_id: str, tasks: list[str]) -> dict[str, np.ndarray]:
-    """Image (uint8 HxWx3) and labels of one view, straight from the processed layout."""
-    from PIL import Image
-
-    root = Path(root)
-    out: dict[str, np.ndarray] = {
-        "image": np.asarray(Image.open(root / "images" / f"{view_id}.png").convert("RGB"))
-    }
-    for t in tasks:
-        png, npy = root / t / f"{view_id}.png", root / t / f"{view_id}.npy"
-        if npy.is_file():
-            out[t] = np.load(npy)
-        elif png.is_file():
-            a = np.asarray(Image.open(png))
-            out[t] = (a > 127).astype(np.float32) if t in ("edges", "saliency") else a
-    return out
+    return open_dataset(root, split, tasks)
 
 
 def _sample_ids(ids: list[str], n: int) -> list[str]:
@@ -476,13 +449,14 @@ def _sample_ids(ids: list[str], n: int) -> list[str]:
 
 
 def dataset_samples_figure(root: str | Path, split: str = "train", n: int = 4) -> Figure:
-    man = read_dataset_manifest(root)
-    tasks = [t for t in TASK_ORDER if t in man.get("tasks", [])]
-    ids = _sample_ids(split_ids(root, split), n)
+    ds = _views(root, split)
+    man = ds.manifest
+    tasks = [t for t in TASK_ORDER if t in ds.tasks]
+    ids = _sample_ids(ds.ids, n)
     fig, axes = _grid(len(ids), len(tasks) + 1)
-    ncls = int(man.get("num_classes", len(man.get("classes", []))))
+    ncls = ds.num_classes
     for i, vid in enumerate(ids):
-        v = load_view(root, vid, tasks)
+        v = ds.load_arrays(vid)
         axes[i][0].imshow(v["image"])
         axes[i][0].set_ylabel(vid, fontsize="x-small")
         for j, t in enumerate(tasks, start=1):
@@ -497,17 +471,19 @@ def dataset_samples_figure(root: str | Path, split: str = "train", n: int = 4) -
 
 def dataset_stats(root: str | Path, max_views: int = 200) -> dict[str, Any]:
     """Counts, sizes and label statistics of a prepared dataset (over up to ``max_views`` train views)."""
-    man = read_dataset_manifest(root)
-    tasks = list(man.get("tasks", []))
-    classes = list(man.get("classes", []))
-    splits = {p.stem: len(split_ids(root, p.stem)) for p in sorted((Path(root) / "splits").glob("*.txt"))}
+    from mtl3d.data.folder import split_names
+
+    splits = {name: len(_views(root, name, []).ids) for name in split_names(root)}
     train = "train" if "train" in splits else next(iter(splits))
-    ids = _sample_ids(split_ids(root, train), max_views)
+    ds = _views(root, train)
+    man = ds.manifest
+    classes = ds.classes
+    ids = _sample_ids(ds.ids, max_views)
     counts = np.zeros(max(len(classes), 1), np.int64)
     depth_vals, ignore, total, edge_px, invalid_depth, invalid_normals = [], 0, 0, 0, 0, 0
     rng = np.random.default_rng(0)
     for vid in ids:
-        v = load_view(root, vid, tasks)
+        v = ds.load_arrays(vid)
         total += v["image"].shape[0] * v["image"].shape[1]
         if "semseg" in v:
             lab = v["semseg"].astype(np.int64)
@@ -571,53 +547,14 @@ def label_stats_figure(stats: dict[str, Any]) -> Figure:
     return fig
 
 
-def warp_to_reference(
-    depth_a: np.ndarray,
-    K_a: np.ndarray,
-    pose_a: np.ndarray,
-    image_b: np.ndarray,
-    K_b: np.ndarray,
-    pose_b: np.ndarray,
-    depth_b: np.ndarray | None = None,
-    rel_tol: float = 0.05,
-) -> tuple[np.ndarray, np.ndarray]:
-    """View b resampled into view a through a's z-depth and both cameras (OpenCV, camera-to-world poses).
-
-    Returns (warped image, valid mask); a pixel is valid when it lands inside b and, if ``depth_b`` is
-    given, its depth in b agrees with b's own depth within ``rel_tol`` (not occluded there).
-    """
-    d = np.asarray(depth_a, np.float64)
-    d = d[..., 0] if d.ndim == 3 else d
-    h, w = d.shape
-    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    pix = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3)
-    cam_a = (np.linalg.inv(K_a) @ pix.T) * d.reshape(1, -1)
-    world = np.asarray(pose_a, np.float64) @ np.vstack([cam_a, np.ones((1, cam_a.shape[1]))])
-    cam_b = np.linalg.inv(np.asarray(pose_b, np.float64)) @ world
-    z = cam_b[2]
-    proj = np.asarray(K_b, np.float64) @ cam_b[:3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ub, vb = proj[0] / z, proj[1] / z
-    hb, wb = image_b.shape[:2]
-    ui, vi = np.round(ub), np.round(vb)
-    valid = (d.reshape(-1) > 0) & (z > 1e-6) & (ui >= 0) & (ui < wb) & (vi >= 0) & (vi < hb)
-    ui, vi = np.where(valid, ui, 0).astype(int), np.where(valid, vi, 0).astype(int)
-    if depth_b is not None:
-        db = np.asarray(depth_b, np.float64)
-        db = db[..., 0] if db.ndim == 3 else db
-        seen = db[vi, ui]
-        valid &= (seen > 0) & (np.abs(seen - z) <= rel_tol * np.maximum(z, 1e-6))
-    warped = np.zeros((h * w, image_b.shape[2] if image_b.ndim == 3 else 1), np.float32)
-    src = image_b.reshape(hb * wb, -1).astype(np.float32)
-    warped[valid] = src[(vi * wb + ui)[valid]]
-    return warped.reshape(h, w, -1).squeeze(), valid.reshape(h, w)
-
-
 def multiview_figure(root: str | Path, split: str = "train", n: int = 3) -> Figure:
     """Pairs of views: view a, its neighbour b, b warped into a by a's depth and the poses, |a − warp|."""
-    man = read_dataset_manifest(root)
+    from mtl3d.regularizer.rays import warp_to_reference
+
+    ds = _views(root, split, ["depth"])
+    man = ds.manifest
     views = man.get("views", {})
-    ids = [i for i in split_ids(root, split) if views.get(i, {}).get("neighbors")]
+    ids = [i for i in ds.ids if views.get(i, {}).get("neighbors")]
     fig, axes = _grid(max(1, min(n, len(ids))), 4, cell=2.0)
     if not ids:
         axes[0][0].text(
@@ -626,15 +563,9 @@ def multiview_figure(root: str | Path, split: str = "train", n: int = 3) -> Figu
         return fig
     for i, a in enumerate(_sample_ids(ids, n)):
         b = views[a]["neighbors"][0]
-        va, vb = load_view(root, a, ["depth"]), load_view(root, b, ["depth"])
+        va, vb = ds.load_arrays(a), ds.load_arrays(b)
         warped, valid = warp_to_reference(
-            va["depth"],
-            np.array(views[a]["K"]),
-            np.array(views[a]["pose"]),
-            vb["image"],
-            np.array(views[b]["K"]),
-            np.array(views[b]["pose"]),
-            vb.get("depth"),
+            va["depth"], va["K"], va["pose"], vb["image"], vb["K"], vb["pose"], vb.get("depth")
         )
         err = np.abs(va["image"].astype(np.float32) - warped).mean(-1) / 255.0
         err[~valid] = np.nan
@@ -664,7 +595,9 @@ def write_dataset_figures(
     written = save_figure(dataset_samples_figure(root, "train", n), out / "samples")
     stats = dataset_stats(root, max_views)
     written += save_figure(label_stats_figure(stats), out / "label_stats")
-    man = read_dataset_manifest(root)
+    from mtl3d.data.folder import read_manifest
+
+    man = read_manifest(root, Path(root).name)
     if any(v.get("neighbors") for v in man.get("views", {}).values()):
         written += save_figure(multiview_figure(root, "train", min(n, 3)), out / "multiview_pairs")
     js = {k: v for k, v in stats.items() if k != "depth_sample"}

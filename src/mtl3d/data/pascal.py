@@ -1,0 +1,622 @@
+"""PASCAL-Context multi-task data (PASCAL_MT / PASCALContext archives) -> the processed layout.
+
+Both published archives share one layout (``notes/anchors-data-eval.md`` §1b); only the top folder
+differs: ``atrc`` = ``PASCALContext/`` (ATRC / InvPT), ``survey`` = ``PASCAL_MT/`` (ASTMT / MTL survey).
+The labels are decoded the way the public MTL loaders decode them at load time, once, so training reads
+plain PNGs:
+
+* semseg: ``semseg/VOC12/<id>.png`` if present, else ``semseg/pascal-context/<id>.png``; 21 classes
+  (0 = background), 255 = ignore, stored as is.
+* edges: the 4-neighbour Laplacian of the 459-class Context ``LabelMap`` (OpenCV's default 3x3 aperture,
+  reflect-101 border), ``!= 0``, then morphological thinning (Guo-Hall two-subiteration algorithm,
+  identical to ``skimage.morphology.thin``; see :func:`thin`).
+* human_parts: PASCAL-Part person parts grouped into 6 parts + background. Images without an annotated
+  person (or without a parts file) are entirely ignore (255); on person images every other pixel is
+  background 0.
+* normals: the distilled PNG, kept only on pixels whose Context class also exists in NYU
+  (``pascal_normals_classes.json``, 170 classes); elsewhere (0, 0, 0), which readers treat as invalid.
+* saliency: the distilled PNG, ``v / 255 > 0.5``.
+
+PASCAL has no calibration and no depth: every view gets :func:`~mtl3d.regularizer.rays.default_intrinsics`
+(60 degree horizontal field of view), and ``near``/``far`` are only the regularizer's rendering range in
+arbitrary units.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+from PIL import Image
+from tqdm import tqdm
+
+from mtl3d.data.encode import png_bytes
+from mtl3d.errors import UserError, unknown_name
+from mtl3d.metrics.boundary import thin
+
+__all__ = [
+    "CLASSES",
+    "HUMAN_PARTS",
+    "PART_GROUPS",
+    "TOP_DIRS",
+    "VARIANTS",
+    "convert",
+    "edges_from_labelmap",
+    "human_parts_from_mat",
+    "normals_valid_classes",
+    "prepare",
+]
+
+VARIANTS = ("atrc", "survey")
+TOP_DIRS = {"atrc": "PASCALContext", "survey": "PASCAL_MT"}
+FORMAT_VERSION = 1
+IGNORE = 255
+PERSON = 15  # VOC / PASCAL-Part class index of 'person'
+# the 20 VOC classes and background, in label order
+CLASSES: tuple[str, ...] = (
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+HUMAN_PARTS: tuple[str, ...] = (
+    "background",
+    "head",
+    "torso",
+    "upper arm",
+    "lower arm",
+    "upper leg",
+    "lower leg",
+)
+# PASCAL-Part person part names -> group (the 6-part grouping of the MTL loaders).
+PART_GROUPS: dict[str, tuple[str, ...]] = {
+    "head": ("hair", "head", "lear", "rear", "leye", "reye", "lebrow", "rebrow", "mouth", "nose"),
+    "torso": ("torso", "neck"),
+    "upper arm": ("luarm", "ruarm"),
+    "lower arm": ("llarm", "rlarm", "lhand", "rhand"),
+    "upper leg": ("luleg", "ruleg"),
+    "lower leg": ("llleg", "rlleg", "lfoot", "rfoot"),
+}
+_PART_ID = {name: HUMAN_PARTS.index(group) for group, names in PART_GROUPS.items() for name in names}
+TASKS = ("semseg", "human_parts", "saliency", "normals", "edges")
+NEAR, FAR = 1.0, 10.0
+CAMERA = "default_intrinsics fov 60 deg (PASCAL has no calibration)"
+DEPTH_RANGE = "near/far: the regularizer's rendering range in arbitrary units (PASCAL has no metric depth)"
+_DATA_DIRS = ("images", "semseg", "human_parts", "edges", "normals", "saliency", "splits")
+_LABEL_DIRS = ("semseg", "human_parts", "edges", "normals", "saliency")
+# Ids become file names: refuse anything that could escape the output folders.
+_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_FIX = "re-extract the archive (mtl3d data download pascal)"
+
+
+# ------------------------------------------------------------------------------------------ label recipes
+def _boundary(label_map: np.ndarray) -> np.ndarray:
+    """``Laplacian(label_map) != 0`` with the 4-neighbour kernel [[0,1,0],[1,-4,1],[0,1,0]] and the
+    reflect-101 border (``dcb|abcd|cba``): OpenCV's ``Laplacian(ksize=1)`` default, which the MTL loaders use.
+    """
+    lab = np.asarray(label_map).astype(np.int64, copy=False)
+    if lab.ndim != 2:
+        raise ValueError(f"label map must be 2-D, got shape {lab.shape}")
+    # np.pad's 'reflect' does not repeat the edge pixel, i.e. it is OpenCV's BORDER_REFLECT_101; along a
+    # 1-pixel axis both reflect onto the pixel itself ('edge')
+    p = lab
+    for axis in (0, 1):
+        width = [(0, 0), (0, 0)]
+        width[axis] = (1, 1)
+        p = np.pad(p, width, mode="reflect" if lab.shape[axis] > 1 else "edge")
+    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * lab
+    return lap != 0
+
+
+def edges_from_labelmap(label_map: np.ndarray) -> np.ndarray:
+    """Boundary map (bool HxW) of a PASCAL-Context ``LabelMap``: Laplacian != 0, then thinned."""
+    return thin(_boundary(label_map))
+
+
+def _scalar(value: Any) -> Any:
+    arr = np.asarray(value).ravel()
+    if arr.size != 1:
+        raise ValueError(f"expected one value, got {arr.size}")
+    return arr[0].item() if hasattr(arr[0], "item") else arr[0]
+
+
+def _field(record: Any, name: str, path: Path) -> Any:
+    names = getattr(record, "dtype", None) is not None and record.dtype.names or ()
+    if name not in names:
+        have = ", ".join(names) or "none"
+        raise UserError(f"corrupt PASCAL-Part file {path}: no field {name!r} (has {have}); {_FIX}")
+    return record[name]
+
+
+def _struct_items(value: Any) -> list[Any]:
+    """The elements of a MATLAB struct array as loaded by scipy (empty, 0x0 or non-struct -> [])."""
+    arr = np.asarray(value)
+    if arr.size == 0 or arr.dtype.names is None:
+        return []
+    return list(arr.ravel())
+
+
+def human_parts_from_mat(path: str | Path) -> np.ndarray | None:
+    """Person-part labels (uint8 HxW, 0 = background, 1..6 = :data:`HUMAN_PARTS`) from a PASCAL-Part
+    ``anno`` file, or ``None`` if no person in it has annotated parts (the loaders then ignore the image).
+
+    Read by field name: ``anno.objects(i).{class, class_ind, mask, parts}``,
+    ``parts(j).{part_name, mask}``. Persons are ``class_ind == 15``; persons without parts are skipped,
+    as in the MTL loaders. Later parts overwrite earlier ones where masks overlap.
+    """
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["anno"])
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}; {_FIX}") from None
+    except Exception as e:  # scipy raises ValueError, TypeError, MatReadError, ... on garbage
+        raise UserError(f"corrupt .mat file {path} ({type(e).__name__}); {_FIX}") from None
+    if "anno" not in mat:
+        raise UserError(f"corrupt PASCAL-Part file {path}: no 'anno' struct; {_FIX}")
+    annos = _struct_items(mat["anno"])
+    if len(annos) != 1:
+        raise UserError(f"corrupt PASCAL-Part file {path}: 'anno' is not a 1x1 struct; {_FIX}")
+    target: np.ndarray | None = None
+    try:
+        for obj in _struct_items(_field(annos[0], "objects", path)):
+            if int(_scalar(_field(obj, "class_ind", path))) != PERSON:
+                continue
+            parts = _struct_items(_field(obj, "parts", path))
+            if not parts:
+                continue
+            for part in parts:
+                name = str(_scalar(_field(part, "part_name", path)))
+                mask = np.asarray(_field(part, "mask", path)).astype(bool)
+                if target is None:
+                    target = np.zeros(mask.shape, np.uint8)
+                if mask.shape != target.shape:
+                    raise UserError(
+                        f"corrupt PASCAL-Part file {path}: part masks of sizes {mask.shape} and "
+                        f"{target.shape}; {_FIX}"
+                    )
+                if name not in _PART_ID:
+                    raise UserError(
+                        f"unexpected person part {name!r} in {path} (known: "
+                        f"{', '.join(sorted(_PART_ID))}); {_FIX}"
+                    )
+                target[mask] = _PART_ID[name]
+    except UserError:
+        raise
+    except (ValueError, TypeError, IndexError) as e:
+        raise UserError(f"corrupt PASCAL-Part file {path} ({type(e).__name__}: {e}); {_FIX}") from None
+    return target
+
+
+@cache
+def normals_valid_classes() -> tuple[int, ...]:
+    """The 170 PASCAL-Context class ids on which the distilled normals are kept (see the JSON's 'source')."""
+    text = resources.files("mtl3d.data").joinpath("pascal_normals_classes.json").read_text()
+    return tuple(int(i) for i in json.loads(text)["ids"])
+
+
+@cache
+def _normals_lut() -> np.ndarray:
+    """LabelMap value (uint16) -> normals kept there."""
+    lut = np.zeros(1 << 16, dtype=bool)
+    lut[list(normals_valid_classes())] = True
+    return lut
+
+
+# ------------------------------------------------------------------------------------------ per-image work
+def _read_png(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise ValueError(f"not a PNG ({im.format})")
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}; {_FIX}") from None
+    except Exception as e:  # PIL raises many types for truncated or garbage files
+        raise UserError(f"corrupt image file {path} ({type(e).__name__}); {_FIX}") from None
+
+
+def _read_labelmap(path: Path) -> np.ndarray:
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["LabelMap"])
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}; {_FIX}") from None
+    except Exception as e:
+        raise UserError(f"corrupt .mat file {path} ({type(e).__name__}); {_FIX}") from None
+    if "LabelMap" not in mat:
+        raise UserError(f"corrupt PASCAL-Context file {path}: no 'LabelMap'; {_FIX}")
+    lab = np.asarray(mat["LabelMap"])
+    if lab.ndim != 2 or lab.dtype.kind not in "iuf" or lab.size == 0:
+        raise UserError(f"corrupt PASCAL-Context file {path}: LabelMap is not a 2-D numeric array; {_FIX}")
+    if lab.dtype.kind == "f" and not np.array_equal(lab, np.round(lab)):
+        raise UserError(f"corrupt PASCAL-Context file {path}: LabelMap has non-integer values; {_FIX}")
+    if lab.min() < 0 or lab.max() > 0xFFFF:
+        raise UserError(f"corrupt PASCAL-Context file {path}: LabelMap values outside 0..65535; {_FIX}")
+    return lab.astype(np.uint16)
+
+
+def _semseg_path(src: Path, vid: str) -> Path | None:
+    for sub in ("VOC12", "pascal-context"):
+        path = src / "semseg" / sub / f"{vid}.png"
+        if path.is_file():
+            return path
+    return None
+
+
+def _check_size(path: Path, arr: np.ndarray, size: tuple[int, int]) -> None:
+    if arr.shape[:2] != size:
+        raise UserError(
+            f"label file {path} is {arr.shape[0]}x{arr.shape[1]} but its image is {size[0]}x{size[1]}; {_FIX}"
+        )
+
+
+@dataclass(frozen=True)
+class _Converter:
+    """Converts one id (picklable, so a process pool can run it)."""
+
+    src: Path
+    out: Path
+
+    def __call__(self, vid: str) -> tuple[str, dict[str, Any]]:
+        src, out = self.src, self.out
+        # image: copied byte for byte; decoded (at 1/8 scale: the entropy-coded data is still read in
+        # full, so truncation is caught) only to validate it and read its size
+        img_path = src / "JPEGImages" / f"{vid}.jpg"
+        try:
+            data = img_path.read_bytes()
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format != "JPEG":
+                    raise ValueError(f"not a JPEG ({im.format})")
+                w, h = im.size
+                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                im.load()
+        except FileNotFoundError:
+            raise UserError(f"missing file {img_path}; {_FIX}") from None
+        except Exception as e:
+            raise UserError(f"corrupt image file {img_path} ({type(e).__name__}); {_FIX}") from None
+        size = (h, w)
+
+        seg_path = _semseg_path(src, vid)
+        if seg_path is None:
+            raise UserError(
+                f"missing file {src / 'semseg' / 'VOC12' / (vid + '.png')} (nor in "
+                f"semseg/pascal-context); {_FIX}"
+            )
+        semseg = _read_png(seg_path)
+        if semseg.ndim != 2:
+            raise UserError(f"corrupt label file {seg_path}: not a single-channel PNG; {_FIX}")
+        _check_size(seg_path, semseg, size)
+        bad = (semseg >= len(CLASSES)) & (semseg != IGNORE)  # before the cast, which would wrap 16-bit values
+        if bad.any():
+            raise UserError(
+                f"corrupt label file {seg_path}: value {int(semseg[bad][0])} is not a class "
+                f"(0..{len(CLASSES) - 1}) or ignore ({IGNORE}); {_FIX}"
+            )
+        semseg = semseg.astype(np.uint8)
+
+        lm_path = src / "pascal-context" / "trainval" / f"{vid}.mat"
+        label_map = _read_labelmap(lm_path)
+        _check_size(lm_path, label_map, size)
+        edges = edges_from_labelmap(label_map)
+
+        parts_path = src / "human_parts" / f"{vid}.mat"
+        parts = human_parts_from_mat(parts_path) if parts_path.is_file() else None
+        if parts is None:
+            parts = np.full(size, IGNORE, np.uint8)
+            has_person = False
+        else:
+            _check_size(parts_path, parts, size)
+            has_person = True
+
+        nrm_path = src / "normals_distill" / f"{vid}.png"
+        normals = _read_png(nrm_path)
+        if normals.ndim != 3 or normals.shape[2] != 3 or normals.dtype != np.uint8:
+            raise UserError(f"corrupt normals file {nrm_path}: not an 8-bit RGB PNG; {_FIX}")
+        _check_size(nrm_path, normals, size)
+        normals = np.where(_normals_lut()[label_map][..., None], normals, np.uint8(0))
+
+        sal_path = src / "sal_distill" / f"{vid}.png"
+        sal = _read_png(sal_path)
+        if sal.ndim != 2:
+            raise UserError(f"corrupt saliency file {sal_path}: not a single-channel PNG; {_FIX}")
+        _check_size(sal_path, sal, size)
+        saliency = sal.astype(np.float32) / 255.0 > 0.5  # the loaders' threshold, on their float scale
+
+        (out / "images" / f"{vid}.jpg").write_bytes(data)
+        (out / "semseg" / f"{vid}.png").write_bytes(png_bytes(semseg))
+        (out / "human_parts" / f"{vid}.png").write_bytes(png_bytes(parts))
+        (out / "edges" / f"{vid}.png").write_bytes(png_bytes(edges.astype(np.uint8) * np.uint8(255)))
+        (out / "normals" / f"{vid}.png").write_bytes(png_bytes(normals))
+        (out / "saliency" / f"{vid}.png").write_bytes(png_bytes(saliency.astype(np.uint8) * np.uint8(255)))
+        return vid, {"size": [h, w], "has_person": has_person}
+
+
+# ------------------------------------------------------------------------------------------ dataset I/O
+def _resolve_source(src: Path, variant: str) -> Path:
+    """The archive's top folder: ``src`` itself, or ``src/<top dir of the variant>``."""
+    if (src / "JPEGImages").is_dir():
+        return src
+    top = src / TOP_DIRS[variant]
+    if (top / "JPEGImages").is_dir():
+        return top
+    if not src.exists():
+        raise UserError(
+            f"PASCAL source folder {src} does not exist; download and extract the archive "
+            f"(mtl3d data download pascal)"
+        )
+    raise UserError(
+        f"{src} is not an extracted PASCAL '{variant}' archive (no JPEGImages/ there or in "
+        f"{TOP_DIRS[variant]}/); point to the folder that holds JPEGImages/"
+    )
+
+
+def _read_split(src: Path, split: str, limit: int | None) -> list[str]:
+    path = src / "ImageSets" / "Context" / f"{split}.txt"
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"missing split file {path}; {_FIX}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"unreadable split file {path} ({type(e).__name__}); {_FIX}") from None
+    ids = [line.strip() for line in lines if line.strip()]
+    for vid in ids:
+        if not _ID_RE.match(vid):
+            raise UserError(f"split file {path} has an invalid image id {vid!r}; {_FIX}")
+    if not ids:
+        raise UserError(f"split file {path} is empty; {_FIX}")
+    return ids[:limit] if limit is not None else ids
+
+
+def _check_files(src: Path, ids: Iterable[str]) -> None:
+    """Fails before anything is written if a required per-id file is missing (parts files may be absent)."""
+    for vid in ids:
+        for rel in (
+            f"JPEGImages/{vid}.jpg",
+            f"pascal-context/trainval/{vid}.mat",
+            f"normals_distill/{vid}.png",
+            f"sal_distill/{vid}.png",
+        ):
+            if not (src / rel).is_file():
+                raise UserError(f"missing file {src / rel}; {_FIX}")
+        if _semseg_path(src, vid) is None:
+            raise UserError(
+                f"missing file {src / 'semseg' / 'VOC12' / (vid + '.png')} (nor in "
+                f"semseg/pascal-context); {_FIX}"
+            )
+
+
+def _expected_files(manifest: dict[str, Any]) -> Iterable[str]:
+    for split in manifest.get("splits", {}):
+        yield f"splits/{split}.txt"
+    for vid in manifest.get("views", {}):
+        yield f"images/{vid}.jpg"
+        for folder in _LABEL_DIRS:
+            yield f"{folder}/{vid}.png"
+
+
+def _complete(root: Path, manifest: dict[str, Any]) -> bool:
+    return bool(manifest.get("views")) and all((root / rel).is_file() for rel in _expected_files(manifest))
+
+
+def _clear(root: Path) -> None:
+    """Removes what a previous run wrote (manifest first, so a crash never looks complete)."""
+    (root / "manifest.json").unlink(missing_ok=True)
+    for name in _DATA_DIRS:
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)
+
+
+def _dump(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, sort_keys=True, indent=1) + "\n"
+
+
+def _identity(manifest: dict[str, Any]) -> tuple[Any, ...]:
+    """What decides whether an existing dataset is the one asked for (not the timing)."""
+    return (
+        manifest.get("dataset"),
+        manifest.get("format_version"),
+        manifest.get("variant"),
+        manifest.get("limit"),
+        manifest.get("source"),
+    )
+
+
+def _run(
+    convert_one: Callable[[str], tuple[str, dict[str, Any]]], ids: list[str], workers: int, progress: bool
+) -> dict[str, dict[str, Any]]:
+    views: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(ids), disable=not progress, desc="pascal", unit="img")
+    try:
+        if workers == 0:
+            for vid in ids:
+                key, meta = convert_one(vid)
+                views[key] = meta
+                bar.update()
+            return views
+        pool = ProcessPoolExecutor(max_workers=workers)
+        try:
+            # chunks amortise the inter-process round trips (~50 ms of work per image)
+            for key, meta in pool.map(convert_one, ids, chunksize=max(1, min(16, len(ids) // (4 * workers)))):
+                views[key] = meta
+                bar.update()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # do not keep converting after an error
+            raise
+        pool.shutdown(wait=True)
+        return views
+    finally:
+        bar.close()
+
+
+def convert(
+    src: str | Path,
+    root: str | Path,
+    variant: str,
+    *,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    source: dict[str, Any] | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Converts an extracted PASCAL archive folder ``src`` into the processed layout at ``root``.
+
+    ``src`` is the archive's top folder (``PASCALContext/`` or ``PASCAL_MT/``) or the folder holding it.
+    ``source`` is the provenance recorded in the manifest (default: the source path). ``limit`` keeps the
+    first N ids of each split. ``workers`` processes convert images in parallel (default
+    ``min(4, cpu_count)``; 0 = in this process). An existing, complete dataset converted the same way is
+    returned unchanged; a different one is only replaced with ``overwrite=True``. Files are written into
+    ``root/.tmp-*`` and moved into place at the end, manifest last, so an interrupted run never leaves a
+    dataset that looks complete. Returns the manifest.
+    """
+    if variant not in VARIANTS:
+        raise unknown_name("PASCAL variant", variant, VARIANTS)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(f"pascal: limit must be a positive integer or None (got {limit!r})")
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    if workers < 0:
+        raise UserError(f"pascal: workers must be >= 0 (got {workers})")
+    start = time.perf_counter()
+    src = _resolve_source(Path(src), variant)
+    root = Path(root)
+    source = dict(source) if source is not None else {"path": str(src.resolve())}
+    wanted = {
+        "dataset": "pascal",
+        "format_version": FORMAT_VERSION,
+        "variant": variant,
+        "limit": limit,
+        "source": json.loads(json.dumps(source)),
+    }
+
+    if root.exists() and not root.is_dir():
+        raise UserError(f"pascal: {root} exists and is not a directory; choose another --root")
+    man_path = root / "manifest.json"
+    if man_path.is_file():
+        try:
+            old = json.loads(man_path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if _identity(old) == _identity(wanted) and _complete(root, old):
+            return old
+        if not overwrite:
+            raise UserError(
+                f"pascal: {root} already holds a different dataset ({man_path}); "
+                "pass overwrite=True (--overwrite) to replace it"
+            )
+    elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
+        raise UserError(
+            f"pascal: {root} is not empty and has no manifest.json; "
+            "pass overwrite=True (--overwrite) to write there"
+        )
+
+    splits = {split: _read_split(src, split, limit) for split in ("train", "val")}
+    ids = list(dict.fromkeys(vid for members in splits.values() for vid in members))
+    _check_files(src, ids)
+
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # left by a crashed or killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        for name in _DATA_DIRS:
+            (tmp / name).mkdir(parents=True)
+        meta = _run(_Converter(src, tmp), ids, workers, progress)
+        # imported after the pool has forked its workers, which never need torch
+        from mtl3d.regularizer.rays import default_intrinsics
+
+        views: dict[str, Any] = {}
+        for vid in ids:
+            h, w = meta[vid]["size"]
+            views[vid] = {
+                "size": [h, w],
+                "K": default_intrinsics(h, w).tolist(),
+                "has_person": meta[vid]["has_person"],
+            }
+        for split, members in splits.items():
+            (tmp / "splits" / f"{split}.txt").write_text("".join(vid + "\n" for vid in members))
+        manifest = {
+            **wanted,
+            "classes": list(CLASSES),
+            "num_classes": len(CLASSES),
+            "task_classes": {"human_parts": list(HUMAN_PARTS)},
+            "tasks": list(TASKS),
+            "formats": {"image": ".jpg", "normals": ".png"},
+            # sizes vary per image: see views[id].size
+            "height": None,
+            "width": None,
+            "near": NEAR,
+            "far": FAR,
+            "depth_range": DEPTH_RANGE,
+            "camera": CAMERA,
+            "splits": {split: len(members) for split, members in splits.items()},
+            "persons": {s: sum(views[v]["has_person"] for v in members) for s, members in splits.items()},
+            "views": views,
+            "prepare_seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / "manifest.json").write_text(_dump(manifest))
+        _clear(root)
+        for name in _DATA_DIRS:
+            os.replace(tmp / name, root / name)
+        os.replace(tmp / "manifest.json", root / "manifest.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads(_dump(manifest))
+
+
+def prepare(
+    root: str | Path,
+    raw: str | Path = "data/raw/pascal",
+    variant: str = "atrc",
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Finds (extracting if needed) the downloaded ``variant`` archive under ``raw`` and converts it
+    into ``root``; returns the manifest (see :func:`convert`)."""
+    if variant not in VARIANTS:
+        raise unknown_name("PASCAL variant", variant, VARIANTS)
+    from mtl3d.data.download import source_dir
+
+    src, source = source_dir("pascal", variant, Path(raw), progress=progress)
+    return convert(
+        src,
+        root,
+        variant,
+        overwrite=overwrite,
+        workers=workers,
+        progress=progress,
+        source=source,
+        limit=limit,
+    )
