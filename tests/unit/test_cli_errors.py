@@ -60,3 +60,22 @@ def test_bad_config_file_and_evaluate_errors(monkeypatch, capsys, tmp_path):
     assert code == 2 and "not valid YAML (line" in err
     code, err = _run(monkeypatch, capsys, "evaluate", str(tmp_path / "nothing"))
     assert code == 2 and "not a run directory" in err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["prepare", "nyud", "--scenes", "3"], "nyud does not take --scenes; its options: --raw, --variant"),
+        (["prepare", "kitti"], "unknown dataset 'kitti'; valid: nyud, pascal, synthrooms"),
+        (["prepare", "nyud", "--variant", "v2"], "unknown NYUD variant 'v2'; valid: atrc, survey"),
+        (["download", "nyud", "--variant", "v2"], "'v2'; valid: atrc, survey"),
+    ],
+)
+def test_data_user_errors(monkeypatch, capsys, tmp_path, args, needle):
+    monkeypatch.chdir(tmp_path)  # nothing is written into the checkout
+    monkeypatch.setattr(sys, "argv", ["mtl3d", "data", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
