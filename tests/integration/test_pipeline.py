@@ -161,8 +161,8 @@ def test_smoke_study_outputs(smoke: dict) -> None:
     print(f"smoke study: {smoke['seconds']:.1f} s")
     outputs, _ = dry_run_jobs(copy_pipeline(work.parent / "plan"), "config/smoke.yaml")
     n = N_SMOKE_RUNS
-    # prepare, searches + votes, train, evaluate, collect, notebooks
-    assert len(outputs) == 1 + N_SMOKE_SEARCH_OUTPUTS + n + n * 2 + 3 + 4 * 2
+    # download record + prepare, searches + votes, train, evaluate, collect, notebooks
+    assert len(outputs) == 2 + N_SMOKE_SEARCH_OUTPUTS + n + n * 2 + 3 + 4 * 2
     for rel in sorted(outputs):
         path = work / rel
         assert path.exists(), f"declared output missing: {rel}"
