@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mtl3d-installed
 
-.PHONY: study test test-all lint env clean-env
+.PHONY: study test test-all gpu-check lint env clean-env
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# On a GPU machine: gpu tests, host throughput (fp32/bf16, compile, +-regularizer), a short SynthRooms
+# run; ~8 min; writes results/gpu_check/gpu_check.{json,md}. CI runs its CPU dry mode.
+gpu-check: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from mtl3d import config as C
-from mtl3d.data.registry import create_dataset
 from mtl3d.data.synthrooms import prepare
 from mtl3d.engine.evaluator import evaluate
 from mtl3d.engine.trainer import train
-from mtl3d.metrics.registry import create_metric
+from mtl3d.metrics.baselines import constant_baselines
 
 TASKS = ["semseg", "depth", "normals", "edges"]
 
@@ -70,35 +69,6 @@ def test_train_then_evaluate(tmp_path, rooms, model, reg):
         assert ("reg_depth" in z) == reg
 
 
-def _constant_baselines(root, tasks):
-    """Metrics of the best constant predictors fitted on the training split."""
-    tr = create_dataset("synthrooms", root, "train", tasks, train=False)
-    va = create_dataset("synthrooms", root, "val", tasks, train=False)
-    counts = torch.zeros(tr.num_classes)
-    depth_sum, depth_n, normal_sum, edge_sum, n_px = 0.0, 0, torch.zeros(3), 0.0, 0
-    for i in range(len(tr)):
-        s = tr[i]
-        counts += torch.bincount(s["semseg"].flatten(), minlength=tr.num_classes)[: tr.num_classes].float()
-        valid = s["depth"] > 0
-        depth_sum += float(s["depth"][valid].sum())
-        depth_n += int(valid.sum())
-        normal_sum += s["normals"].sum(dim=(1, 2))
-        edge_sum += float(s["edges"].sum())
-        n_px += s["edges"].numel()
-    out = {}
-    m = {t: create_metric(t, num_classes=tr.num_classes) for t in tasks}
-    for i in range(len(va)):
-        s = va[i]
-        h, w = s["semseg"].shape
-        m["semseg"].update(torch.full((1, h, w), int(counts.argmax())), s["semseg"][None])
-        m["depth"].update(torch.full((1, 1, h, w), depth_sum / depth_n), s["depth"][None])
-        m["normals"].update(normal_sum.view(1, 3, 1, 1).expand(1, 3, h, w), s["normals"][None])
-        m["edges"].update(torch.full((1, 1, h, w), edge_sum / n_px), s["edges"][None])
-    for t in tasks:
-        out[t] = m[t].compute()
-    return out
-
-
 @pytest.mark.slow
 def test_mtl_beats_constant_predictors_on_every_task(tmp_path):
     root = tmp_path / "rooms"
@@ -116,7 +86,7 @@ def test_mtl_beats_constant_predictors_on_every_task(tmp_path):
     torch.set_num_threads(2)
     run = train(cfg, tmp_path / "run", progress=False)
     got = evaluate(run, progress=False)["metrics"]
-    const = _constant_baselines(root, TASKS)
+    const = constant_baselines("synthrooms", root, TASKS)
     print({t: (got[t], const[t]) for t in TASKS})
     assert got["semseg"]["mIoU"] > const["semseg"]["mIoU"] + 5
     # raw-metre depth regression starts near 0 and learns slowest (150 steps: 1.00 vs 1.15 m)

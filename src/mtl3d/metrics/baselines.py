@@ -1,0 +1,56 @@
+"""The best constant predictors of a dataset: the floor every trained model must beat.
+
+Fitted on the training split (most frequent class, mean valid depth, mean normal direction, edge
+prior) and scored on the evaluation split with the task's own metric, so "beats constant
+predictors" is a statement in the same units as the results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mtl3d.data.registry import create_dataset
+from mtl3d.metrics.registry import create_metric
+
+SUPPORTED = ("semseg", "depth", "normals", "edges")
+
+
+def constant_baselines(
+    dataset: str, root: str | Path, tasks: list[str], train_split: str = "train", eval_split: str = "val"
+) -> dict[str, dict[str, float]]:
+    """Metrics of the constant predictors of ``tasks`` (a subset of :data:`SUPPORTED`)."""
+    tasks = [t for t in tasks if t in SUPPORTED]
+    tr = create_dataset(dataset, root, train_split, tasks, train=False)
+    va = create_dataset(dataset, root, eval_split, tasks, train=False)
+    n_cls = tr.num_classes
+    counts = torch.zeros(n_cls)
+    depth_sum, depth_n, normal_sum, edge_sum, n_px = 0.0, 0, torch.zeros(3), 0.0, 0
+    for i in range(len(tr)):
+        s = tr[i]
+        if "semseg" in tasks:
+            lab = s["semseg"].flatten()
+            counts += torch.bincount(lab[lab < n_cls], minlength=n_cls)[:n_cls].float()
+        if "depth" in tasks:
+            valid = s["depth"] > 0
+            depth_sum += float(s["depth"][valid].sum())
+            depth_n += int(valid.sum())
+        if "normals" in tasks:
+            normal_sum += s["normals"].sum(dim=(1, 2))
+        if "edges" in tasks:
+            edge_sum += float((s["edges"] == 1).sum())
+            n_px += s["edges"].numel()
+    metrics = {t: create_metric(t, num_classes=n_cls) for t in tasks}
+    for i in range(len(va)):
+        s = va[i]
+        h, w = s["image"].shape[-2:]
+        if "semseg" in tasks:
+            metrics["semseg"].update(torch.full((1, h, w), int(counts.argmax())), s["semseg"][None])
+        if "depth" in tasks:
+            metrics["depth"].update(torch.full((1, 1, h, w), depth_sum / max(depth_n, 1)), s["depth"][None])
+        if "normals" in tasks:
+            metrics["normals"].update(normal_sum.view(1, 3, 1, 1).expand(1, 3, h, w), s["normals"][None])
+        if "edges" in tasks:
+            metrics["edges"].update(torch.full((1, 1, h, w), edge_sum / max(n_px, 1)), s["edges"][None])
+    return {t: m.compute() for t, m in metrics.items()}
