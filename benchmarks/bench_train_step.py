@@ -5,8 +5,10 @@
 
 Default setting = the default study (params.yaml): SynthRooms 96×128, batch 8, ResNet-18 (or the
 backbone the study's variant of that model names, e.g. ViT-Ti for InvPT), each model's CPU recipe
-``config/recipes/synthrooms/MODEL.yaml`` when it has one. ``atrc-search`` times a step of ATRC's
-search supergraph (every candidate of every block runs). Every model is timed
+``config/recipes/synthrooms/MODEL.yaml`` when it has one. ``--recipe FILE`` times that recipe's network
+instead, at its input size and batch, on SynthRooms data of that size (e.g. the LibMTL-matched
+``config/recipes/nyud/mtl-libmtl.yaml``, to compare with LibMTL's own step time). ``atrc-search``
+times a step of ATRC's search supergraph (every candidate of every block runs). Every model is timed
 in the same process on the same batch (data already in memory), after warm-up; the median step
 time and its ratio to ``mtl`` (same regularizer setting) are printed. Peak memory is reported on
 CUDA only (torch does not track CPU allocations). Ratios measured in one run compare; absolute
@@ -46,6 +48,18 @@ def study_backbone(model: str, default: str) -> str:
 
 def time_model(name: str, reg: bool, root: str, args: argparse.Namespace) -> tuple[float, float | None]:
     model = "atrc" if name == SEARCH else name
+    if args.recipe is not None:  # the recipe's own network, batch and size; data: SynthRooms at that size
+        over = {
+            "data": {"dataset": "synthrooms", "root": root, "resize_mode": "resize"},
+            "iters": 10_000,
+            "device": args.device,
+            "regularizer": {"enabled": reg},
+            "model": {"pretrained": False},
+        }
+        cfg = C.load(args.recipe, over)
+        cfg.tasks = [t for t in cfg.tasks if t in ("semseg", "depth", "normals", "edges")]
+        args.batch_size = cfg.batch_size
+        return _time_cfg(cfg, args)
     recipe = RECIPES / f"{model}.yaml"
     cfg = C.load(
         recipe if recipe.is_file() else None,
@@ -61,8 +75,12 @@ def time_model(name: str, reg: bool, root: str, args: argparse.Namespace) -> tup
     if name == SEARCH:
         cfg.model.genotype = None
         cfg.model.options = {**cfg.model.options, "search": True}
+    return _time_cfg(cfg, args)
+
+
+def _time_cfg(cfg: C.TrainConfig, args: argparse.Namespace) -> tuple[float, float | None]:
     run = Run(cfg)
-    sampler = StepSampler(len(run.train_set), args.batch_size, cfg.iters, cfg.seed)
+    sampler = StepSampler(len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed)
     batch = torch.utils.data.default_collate([run.train_set[i] for i in sampler.batch_at(0)])
     batch = {k: (v.to(run.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     cuda = run.device.type == "cuda"
@@ -94,7 +112,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--recipe", type=Path, default=None, help="time this recipe's network (size, batch)")
     args = ap.parse_args()
+    if args.recipe is not None:
+        rec = C.load(args.recipe)
+        args.models, args.height, args.width = rec.model.name, rec.data.height, rec.data.width
+        args.batch_size, args.backbone = rec.batch_size, rec.model.backbone
     torch.set_num_threads(args.threads)
     names = [*list_models(), SEARCH] if args.models == "all" else args.models.split(",")
     names = ["mtl"] + [n for n in names if n != "mtl"]  # the reference first

@@ -75,3 +75,20 @@ def test_models_command_lists_every_model_with_one_line():
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # every model has its summary
     res = CliRunner().invoke(app, ["models", "--options", "mtinet"])
     assert res.exit_code == 0 and "fpm_softmax = 'channel_groups'" in res.output
+
+
+def test_mtl_aspp_head_is_libmtls_network():
+    """LibMTL's NYUv2 network as mtl options: ResNet-50 at output stride 8, a DeepLab ASPP head per task."""
+    m = create_model(
+        "mtl", ["semseg", "depth", "normals"], 13, "resnet50", head="aspp", output_stride=8, head_channels=256
+    ).eval()  # ASPP's image-pooling BN needs batch > 1 in training
+    feats = m.encode(torch.zeros(1, 3, 72, 96))
+    assert feats[-1].shape[-2:] == (9, 12)  # stride 8: the last stages are dilated, not downsampled
+    out = m(torch.zeros(1, 3, 72, 96))
+    assert {k: tuple(v.shape[1:]) for k, v in out.items()} == {
+        "semseg": (13, 72, 96),
+        "depth": (1, 72, 96),
+        "normals": (3, 72, 96),
+    }
+    # encoder 23.51 M + 3 heads of 16.13 M (ASPP 2048->256 with rates 12/24/36, 3x3 256, classifier)
+    assert sum(p.numel() for p in m.parameters()) == pytest.approx(71.89e6, rel=1e-3)

@@ -223,6 +223,21 @@ class FusionHead(nn.Module):
         return self.classifier(self.body(fused))
 
 
+class DeepLabHead(nn.Module):
+    """DeepLabv3's task head on the last (dilated) feature map: ASPP -> Conv3×3-BN-ReLU -> 1×1 classifier
+    (torchvision's and LibMTL's ``DeepLabHead``; rates 12/24/36 for output stride 8)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, width: int = 256, rates: Sequence[int] = (12, 24, 36)
+    ) -> None:
+        super().__init__()
+        self.body = nn.Sequential(ASPP(in_channels, width, rates), conv_bn_relu(width, width))
+        self.classifier = nn.Conv2d(width, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.body(x))
+
+
 class LevelAdapter(nn.Module):
     """Optional per-level Conv1×1-BN-ReLU projection of the encoder maps to the decoder's ``widths``.
 
