@@ -127,7 +127,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     iters: int = 1000
-    batch_size: int = 8
+    batch_size: int = 8  # per process and per micro-batch
+    # Micro-batches of batch_size accumulated per optimizer step (global batch = batch_size·grad_accum·world).
+    grad_accum: int = 1
+    sync_bn: bool = False  # BatchNorm -> SyncBatchNorm under torchrun (no-op in one process)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
@@ -261,6 +264,8 @@ def validate(cfg: TrainConfig) -> None:
             raise UserError(f"config names task {t!r} which is not in tasks ({', '.join(cfg.tasks)})")
     if cfg.iters < 1 or cfg.batch_size < 1:
         raise UserError("config keys 'iters' and 'batch_size' must be >= 1")
+    if cfg.grad_accum < 1:
+        raise UserError(f"config key 'grad_accum' must be >= 1, got {cfg.grad_accum}")
     o = cfg.optim
     if o.name not in ("adam", "sgd"):
         raise UserError(f"config key 'optim.name': unknown optimizer {o.name!r}; valid: adam, sgd")

@@ -341,3 +341,26 @@ def test_lint_with_slurm_profile(tmp_path: Path) -> None:
     ):
         p = run(snakemake("--lint", *args), work)
         assert "Congratulations, your workflow is in a good condition" in p.stdout + p.stderr
+
+
+def test_multi_gpu_runs_go_through_torchrun(tmp_path: Path) -> None:
+    """A profile that gives a run several GPUs (SLURM: set-resources train: gpu: N) launches it with
+    torchrun, one process per GPU; one GPU keeps the plain command (the one dvc.yaml spells)."""
+    work = copy_pipeline(tmp_path / "gpus")
+    one = run(snakemake("-n", "-p", "--configfile", "config/nyud.yaml"), work).stdout
+    four = run(
+        snakemake(
+            "-n",
+            "-p",
+            "--configfile",
+            "config/nyud.yaml",
+            "--set-resources",
+            "train:gpu=4",
+            "--resources",
+            "gpu=4",
+        ),
+        work,
+    ).stdout
+    assert "torchrun" not in one and "mtl3d train --dataset nyud" in one
+    assert "torchrun --standalone --nproc_per_node 4 -m mtl3d.cli train --dataset nyud" in four
+    assert "mtl3d train --dataset nyud" not in four

@@ -44,3 +44,14 @@ def test_bad_yaml_file(tmp_path):
         C.load(p)
     with pytest.raises(UserError, match="not found"):
         C.load(tmp_path / "nope.yaml")
+
+
+def test_grad_accum_and_sync_bn_validate():
+    from mtl3d import config as C
+    from mtl3d.errors import UserError
+
+    cfg = C.from_dict({"grad_accum": 4, "sync_bn": True})
+    C.validate(cfg)
+    assert cfg.grad_accum == 4 and cfg.sync_bn is True
+    with pytest.raises(UserError, match="'grad_accum' must be >= 1, got 0"):
+        C.validate(C.from_dict({"grad_accum": 0}))

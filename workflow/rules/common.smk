@@ -52,6 +52,13 @@ def prepare_name(wildcards):
     return BY_DATA_DIR[wildcards.data_dir]["name"]
 
 
+def train_launcher(wildcards, resources):
+    """`mtl3d` for one GPU; torchrun with one process per GPU when a profile gives a run several
+    (set-resources: train: gpu: N). The per-process batch is the run's batch_size (docs/distributed.md)."""
+    n = int(getattr(resources, "gpu", 1) or 1)
+    return "mtl3d" if n <= 1 else f"torchrun --standalone --nproc_per_node {n} -m mtl3d.cli"
+
+
 def download_options(wildcards):
     return cli_options(BY_DATA_DIR[wildcards.data_dir].get("download", {}))
 

@@ -13,6 +13,7 @@ rule train:
     params:
         run_dir=run_dir_of,
         options=train_options,
+        launcher=train_launcher,
     conda:
         PROJECT_ENV
     log:
@@ -21,5 +22,5 @@ rule train:
     resources:
         gpu=1,
     shell:
-        "mtl3d train --dataset {wildcards.dataset} --data-root {input.data} {params.options}"
+        "{params.launcher} train --dataset {wildcards.dataset} --data-root {input.data} {params.options}"
         " --seed {wildcards.seed} --out {params.run_dir} --quiet > {log} 2>&1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -69,17 +70,27 @@ def seed_everything(seed: int) -> None:
 
 
 class StepSampler(Sampler[list[tuple[int, int]]]):
-    """Yields, for steps ``start..iters-1``, the batch of ``(index, augmentation seed)`` pairs.
+    """Yields, for steps ``start..iters-1``, the ``accum`` micro-batches of ``(index, augmentation seed)``.
 
-    Sample number ``p = step·B·world + rank·B + j`` walks through per-epoch permutations, each
-    drawn from a generator seeded by (seed, epoch): no state to save, exact on resume.
+    Micro-batch ``m = step·accum + i`` holds sample numbers ``p = m·B·world + rank·B + j``, which walk
+    through per-epoch permutations, each drawn from a generator seeded by (seed, epoch): no state to
+    save, exact on resume. So one step sees the same samples (and augmentation seeds) whether they come
+    as one batch of ``B·accum·world``, as ``accum`` micro-batches, or split over ``world`` ranks.
     """
 
     def __init__(
-        self, n: int, batch: int, iters: int, seed: int, start: int = 0, dist: DistInfo | None = None
+        self,
+        n: int,
+        batch: int,
+        iters: int,
+        seed: int,
+        start: int = 0,
+        dist: DistInfo | None = None,
+        accum: int = 1,
     ) -> None:
         self.n, self.batch, self.iters, self.seed, self.start = n, batch, iters, seed, start
         self.dist = dist or DistInfo()
+        self.accum = accum
         self._perms: dict[int, Tensor] = {}
 
     def _perm(self, epoch: int) -> Tensor:
@@ -91,9 +102,10 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
             }
         return self._perms[epoch]
 
-    def batch_at(self, step: int) -> list[tuple[int, int]]:
+    def batch_at(self, micro: int) -> list[tuple[int, int]]:
+        """The batch of micro-batch number ``micro`` (= the step when ``accum`` is 1)."""
         out = []
-        base = step * self.batch * self.dist.world_size + self.dist.rank * self.batch
+        base = micro * self.batch * self.dist.world_size + self.dist.rank * self.batch
         for j in range(self.batch):
             p = base + j
             idx = int(self._perm(p // self.n)[p % self.n])
@@ -101,11 +113,11 @@ class StepSampler(Sampler[list[tuple[int, int]]]):
         return out
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.iters):
-            yield self.batch_at(step)
+        for micro in range(self.start * self.accum, self.iters * self.accum):
+            yield self.batch_at(micro)
 
     def __len__(self) -> int:
-        return max(0, self.iters - self.start)
+        return max(0, self.iters - self.start) * self.accum
 
 
 def lr_lambda(o: C.OptimConfig, iters: int, steps_per_epoch: int):
@@ -173,13 +185,48 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_same_run(saved: dict[str, Any], cfg: C.TrainConfig, path: Path) -> None:
     a, b = _flatten(saved), _flatten(C.to_dict(cfg))
+    # A key added to TrainConfig after a run was saved reads as its default there (e.g. grad_accum).
+    defaults = _flatten(C.to_dict(C.TrainConfig()))
     for key in sorted(set(a) | set(b)):
-        if key in _RESUME_FREE_KEYS or a.get(key) == b.get(key):
+        if key in _RESUME_FREE_KEYS or a.get(key, defaults.get(key)) == b.get(key):
             continue
         raise UserError(
             f"run dir {path.parent} holds a run with a different config ({key}: {a.get(key)!r} there, "
             f"{b.get(key)!r} now); use another --out or delete that directory"
         )
+
+
+class TrainStep(nn.Module):
+    """Everything that gets gradients in one training forward: host model + optional branch.
+
+    Under torchrun this is the one module wrapped in DistributedDataParallel, so a single DDP forward
+    (``forward(batch)`` -> loss dict) covers every trained parameter (the branch's and ATRC's α too),
+    with bucketed all-reduce overlapping the backward.
+    """
+
+    def __init__(self, model: nn.Module, branch: nn.Module | None, losses: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.branch = branch
+        self._losses = losses  # Run.losses: reads run.model/run.branch, the same module objects
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        return self._losses(batch)
+
+
+def ddp_find_unused(model: nn.Module, branch: nn.Module | None, cfg: C.TrainConfig) -> bool:
+    """Whether some trained parameter can get no gradient in a step (DDP then must search the graph).
+
+    True for: a model with a ``ddp_find_unused = True`` attribute (none needs it today: every host
+    model's parameters all get gradients, checked per model); a search (it has architecture
+    parameters: a block fixed early skips its other candidates, whose weights then get none); the
+    regularizer in ``mode: flat`` (its density head gets none). Else False, DDP's cheaper path.
+    """
+    return (
+        bool(getattr(model, "ddp_find_unused", False))
+        or bool(model.arch_parameters())
+        or (branch is not None and cfg.regularizer.mode == "flat")
+    )
 
 
 class Run:
@@ -217,6 +264,14 @@ class Run:
         self.branch: nn.Module | None = None
         if reg.enabled:
             self.branch = build_branch(cfg, self.model, self.num_classes).to(self.device)
+        if cfg.sync_bn and self.dist.enabled:
+            if self.device.type != "cuda":
+                raise UserError("sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
+            # In place below the top level (neither model nor branch is itself a BatchNorm); before the
+            # optimiser is built so that it holds the converted layers' parameters.
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            if self.branch is not None:
+                self.branch = nn.SyncBatchNorm.convert_sync_batchnorm(self.branch)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.branch)
@@ -225,11 +280,24 @@ class Run:
         self.arch_optimizer = (
             torch.optim.Adam(arch, lr=self.model.arch_lr, weight_decay=0.0) if arch else None
         )
-        steps_per_epoch = max(1, -(-len(self.train_set) // (cfg.batch_size * self.dist.world_size)))
+        self.global_batch = cfg.batch_size * cfg.grad_accum * self.dist.world_size
+        steps_per_epoch = max(1, -(-len(self.train_set) // self.global_batch))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim, cfg.iters, steps_per_epoch)
         )
         self.weights = {t: C.task_weight(cfg, t) for t in cfg.tasks}
+        # One process: call losses() directly, exactly as before DDP existed (bit-identical numbers).
+        self.train_step: Any = self.losses
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if self.dist.enabled:
+            cuda = self.device.type == "cuda"
+            self.ddp = nn.parallel.DistributedDataParallel(
+                TrainStep(self.model, self.branch, self.losses),
+                # init_distributed made the local rank's GPU the current one; the model lives there
+                device_ids=[torch.cuda.current_device()] if cuda else None,
+                find_unused_parameters=ddp_find_unused(self.model, self.branch, cfg),
+            )
+            self.train_step = self.ddp
 
     def autocast(self):
         if self.device.type == "cuda" and self.cfg.amp:
@@ -279,19 +347,31 @@ class Run:
             groups = [*groups, list(self.branch.parameters())]
         return groups
 
-    def step(self, batch: dict[str, Any], step: int = 0) -> dict[str, float]:
-        """One optimisation step; ``step`` (0-based) drives the model's own schedules (a search's)."""
+    def step(self, batch: dict[str, Any] | list[dict[str, Any]], step: int = 0) -> dict[str, float]:
+        """One optimisation step over a batch or a list of micro-batches (gradient accumulation).
+
+        ``step`` (0-based) drives the model's own schedules (a search's). Logged losses are the mean
+        over the micro-batches.
+        """
+        micro = batch if isinstance(batch, list) else [batch]
         self.model.train()
         self.model.begin_step(step, self.cfg.iters)
         if self.branch is not None:
             self.branch.train()
-        out = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.arch_optimizer is not None:
             self.arch_optimizer.zero_grad(set_to_none=True)
-        out["total"].backward()
-        if self.dist.enabled:
-            _allreduce_grads(self.model, self.branch, self.dist)
+        sums: dict[str, float] = {}
+        for i, b in enumerate(micro):
+            last = i == len(micro) - 1
+            # DDP all-reduces only on the last micro-batch's backward; the others accumulate locally.
+            sync = nullcontext() if self.ddp is None or last else self.ddp.no_sync()
+            with sync:
+                out = self.train_step(b)
+                total = out["total"] if len(micro) == 1 else out["total"] / len(micro)
+                total.backward()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
         if self.cfg.optim.grad_clip:
             for group in self.clip_groups():
                 torch.nn.utils.clip_grad_norm_(group, self.cfg.optim.grad_clip)
@@ -299,7 +379,7 @@ class Run:
         if self.arch_optimizer is not None:
             self.arch_optimizer.step()
         self.scheduler.step()
-        return {k: float(v.detach()) for k, v in out.items()}
+        return {k: v / len(micro) for k, v in sums.items()}
 
     def state(self, step: int) -> dict[str, Any]:
         return {
@@ -326,17 +406,16 @@ class Run:
         return int(ckpt["step"])
 
 
-def _allreduce_grads(model: nn.Module, branch: nn.Module | None, info: DistInfo) -> None:
-    # Plain gradient averaging instead of DistributedDataParallel: the trainer calls encode/decode
-    # and the optional training-only branch directly, which DDP's single-forward hooks do not fit.
-    import torch.distributed as dist
-
-    mods = [model] + ([branch] if branch is not None else [])
-    for m in mods:
-        for p in m.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad /= info.world_size
+def check_same_world(info_path: Path, dist: DistInfo) -> None:
+    """Refuse to resume with another number of processes: that changes every later step's batches."""
+    if not info_path.is_file():
+        return
+    saved = json.loads(info_path.read_text()).get("world_size", 1)
+    if saved != dist.world_size:
+        raise UserError(
+            f"run dir {info_path.parent} was trained with {saved} process(es), now {dist.world_size}; "
+            "resume with the same number (the batches depend on it) or use another --out"
+        )
 
 
 def build_branch(cfg: C.TrainConfig, model: nn.Module, num_classes: int | dict[str, int]) -> nn.Module:
@@ -379,11 +458,12 @@ def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
 def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Train (or resume, or do nothing if finished) the run in ``out_dir``; returns ``out_dir``."""
     out = Path(out_dir)
-    ckpt_path, log_path, done_path, cfg_path = (
+    ckpt_path, log_path, done_path, cfg_path, info_path = (
         out / "last.pt",
         out / "train_log.csv",
         out / "done",
         out / "config.yaml",
+        out / "run_info.json",
     )
     if cfg_path.is_file():
         check_same_run(C.read_yaml(cfg_path), cfg, cfg_path)
@@ -394,6 +474,7 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         stale.unlink(missing_ok=True)
     dist = init_distributed(resolve_device(cfg.device).type)
     try:
+        check_same_world(info_path, dist)
         run = Run(cfg, dist)
         start = 0
         if ckpt_path.is_file():
@@ -401,9 +482,21 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         elif dist.is_main:
             out.mkdir(parents=True, exist_ok=True)
             C.save(cfg, cfg_path)
+        if dist.is_main and not info_path.is_file():
+            # Beside config.yaml, not in it: these depend on the launch (world size), which
+            # check_same_run must not compare as config.
+            info = {
+                "world_size": dist.world_size,
+                "batch_per_process": cfg.batch_size,
+                "grad_accum": cfg.grad_accum,
+                "global_batch": run.global_batch,
+            }
+            atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
         rows = _read_log(log_path, start)
         elapsed = rows[-1]["time_s"] if rows else 0.0
-        sampler = StepSampler(len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist)
+        sampler = StepSampler(
+            len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist, cfg.grad_accum
+        )
         loader = DataLoader(
             run.train_set,
             batch_sampler=sampler,
@@ -423,9 +516,14 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         )
         t0 = time.perf_counter() - elapsed
         step = start
+        micro: list[dict[str, Any]] = []
         for batch in loader:
+            micro.append(to_device(batch, run.device))
+            if len(micro) < cfg.grad_accum:
+                continue
             lr = run.optimizer.param_groups[0]["lr"]
-            losses = run.step(to_device(batch, run.device), step)
+            losses = run.step(micro if cfg.grad_accum > 1 else micro[0], step)
+            micro = []
             step += 1
             if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
                 raise UserError(f"loss became non-finite at step {step} ({losses}); lower the learning rate")
