@@ -27,6 +27,8 @@ from mtl3d.metrics.registry import create_metric
 from mtl3d.models import build_model
 from mtl3d.tasks import TASKS, classes_for, get_task
 
+PER_IMAGE_FILE = "per_image.npz"
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -293,6 +295,7 @@ def evaluate(
     forward_s = 0.0
     n_images = 0
     original_sizes: list[list[int]] = []
+    image_ids: list[str] = []  # per_image.npz rows, in scoring order
     in_size: tuple[int, int] = (0, 0)
     try:
         for batch in tqdm(loader, desc=f"evaluate {run_dir.name}", disable=not progress, dynamic_ncols=True):
@@ -313,6 +316,7 @@ def evaluate(
                     rendered = branch(feats, batch["K"], in_size)
             n_images += batch["image"].shape[0]
             original_sizes += batch["original_size"].tolist()
+            image_ids += [str(dataset.ids[int(j)]) for j in batch["index"]]
             for i in range(batch["image"].shape[0]):
                 if saved >= n_save:
                     break
@@ -327,6 +331,10 @@ def evaluate(
                 k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()
             }
             protocols[t] = m.protocol
+        # per-image sufficient statistics (keys "<task>/<stat>"), for bootstrap comparisons of runs
+        per_image = {f"{t}/{k}": v for t, m in metrics.items() for k, v in m.per_image().items()}
+        per_image["image_ids"] = np.array(image_ids)
+        _save_npz(run_dir / PER_IMAGE_FILE, per_image)
     finally:
         for m in metrics.values():
             if hasattr(m, "close"):
@@ -360,6 +368,7 @@ def evaluate(
         },
         "metrics": results,
         "protocols": protocols,
+        "per_image": PER_IMAGE_FILE,
         "params": n_params,
         "params_total": count_params(model),
         "flops": n_flops,

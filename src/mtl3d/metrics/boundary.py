@@ -446,6 +446,31 @@ class BoundaryMetric:
             "ods_precision": 100.0 * float(prec[best]),
         }
 
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Per-image sufficient statistics: ``counts`` [N, T, 4] (cntR, sumR, cntP, sumP per threshold,
+        int32), in the order the images were given (waits for queued worker results first)."""
+        self._gather()
+        t = self.thresholds.size
+        counts = np.stack(self._counts) if self._counts else np.zeros((0, t, 4))
+        return {"counts": counts.astype(np.int32)}
+
+    @classmethod
+    def from_per_image(
+        cls,
+        stats: dict[str, np.ndarray],
+        index: np.ndarray | None = None,
+        thresholds: Sequence[float] | None = None,
+    ) -> dict[str, float]:
+        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all;
+        integer counts, so exact). ``thresholds``: default the uniform grid of ``T`` thresholds
+        (``BoundaryMetric(n_thresholds=T)``), which only ``ods_threshold`` reads."""
+        counts = np.asarray(stats["counts"]).astype(np.int64)
+        if index is not None:
+            counts = counts[np.asarray(index)]
+        metric = cls(n_thresholds=counts.shape[1], thresholds=thresholds)
+        metric._counts = list(counts)
+        return metric.compute()
+
 
 def _pool_context() -> mp.context.BaseContext:
     """Not fork: the parent runs torch (thread pools, maybe CUDA), which a forked child does not survive.

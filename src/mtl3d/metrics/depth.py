@@ -5,12 +5,18 @@ Valid pixels: ``target > 0`` (0 = invalid, always masked) and finite, optionally
 metric (as the MTL survey and InvPT do), so logs and ratios stay finite. Sums are float64 over all
 valid pixels of the split, i.e. a large image weighs more than a small one (the survey's choice;
 ASTMT averaged per image). No valid pixel in the split: every value is NaN.
+
+Per-image statistics (:meth:`DepthMetric.per_image`): each image's float64 sums ``sums`` [N, 8] (valid
+count, squared error, squared log error, abs-rel, sq-rel, delta1/2/3 counts). ``compute()`` pools the
+same rows, so :meth:`DepthMetric.from_per_image` over all images reproduces it up to float64 summation
+order (~1e-15 relative), and over a subset it matches a metric fed only that subset.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 _EPS_PRED = 1e-9
@@ -30,6 +36,7 @@ class DepthMetric:
 
     def reset(self) -> None:
         self._sums = torch.zeros(8, dtype=torch.float64)  # n, sq, sq_log, abs_rel, sq_rel, d1, d2, d3
+        self._per_image: list[np.ndarray] = []  # [B, 8] float64 per batch, the same sums per image
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -45,36 +52,57 @@ class DepthMetric:
         valid = (g > 0) & torch.isfinite(g)
         if self.max_depth is not None:
             valid &= g < self.max_depth
-        g = g[valid]
-        p = p[valid]
+        # per-image sums: invalid pixels get harmless stand-ins (1 for g and p) and are zeroed by ``w``
+        w = valid.to(torch.float64)
         p = torch.where(p <= 0, torch.full_like(p, _EPS_PRED), p)
+        g = torch.where(valid, g, torch.ones_like(g))
+        p = torch.where(valid, p, torch.ones_like(p))
         diff = g - p
         ratio = torch.maximum(p / g, g / p)
-        sums = torch.stack(
-            [
-                torch.tensor(float(g.numel()), dtype=torch.float64, device=g.device),
-                (diff**2).sum(),
-                ((torch.log(g) - torch.log(p)) ** 2).sum(),
-                (diff.abs() / g).sum(),
-                (diff**2 / g).sum(),
-                (ratio < 1.25).sum().to(torch.float64),
-                (ratio < 1.25**2).sum().to(torch.float64),
-                (ratio < 1.25**3).sum().to(torch.float64),
-            ]
-        )
-        self._sums += sums.cpu()
+        terms = [
+            w,
+            diff**2,
+            (torch.log(g) - torch.log(p)) ** 2,
+            diff.abs() / g,
+            diff**2 / g,
+            (ratio < 1.25).to(torch.float64),
+            (ratio < 1.25**2).to(torch.float64),
+            (ratio < 1.25**3).to(torch.float64),
+        ]
+        dims = tuple(range(1, g.dim()))
+        sums = torch.stack([(x * w).sum(dim=dims) for x in terms], dim=1).cpu()  # [B, 8]
+        self._per_image.append(sums.numpy().copy())
+        self._sums += sums.sum(dim=0)
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Per-image sufficient statistics: ``sums`` [N, 8] float64 (n, sq, sq_log, abs_rel, sq_rel, d1-3)."""
+        rows = np.concatenate(self._per_image) if self._per_image else np.zeros((0, 8))
+        return {"sums": rows}
+
+    @staticmethod
+    def from_per_image(stats: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
+        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all)."""
+        sums = np.asarray(stats["sums"], dtype=np.float64)
+        if index is not None:
+            sums = sums[np.asarray(index)]
+        return _scores(sums.sum(axis=0))
 
     def compute(self) -> dict[str, float]:
-        n, sq, sq_log, abs_rel, sq_rel, d1, d2, d3 = (float(v) for v in self._sums)
-        keys = ("rmse", "log_rmse", "abs_rel", "sq_rel", "delta1", "delta2", "delta3")
-        if n == 0:
-            return dict.fromkeys(keys, math.nan)
-        return {
-            "rmse": math.sqrt(sq / n),
-            "log_rmse": math.sqrt(sq_log / n),
-            "abs_rel": abs_rel / n,
-            "sq_rel": sq_rel / n,
-            "delta1": 100.0 * d1 / n,
-            "delta2": 100.0 * d2 / n,
-            "delta3": 100.0 * d3 / n,
-        }
+        return _scores(self._sums.numpy())
+
+
+def _scores(sums: np.ndarray) -> dict[str, float]:
+    """The metric values from the 8 split-level sums (shared by compute and from_per_image)."""
+    n, sq, sq_log, abs_rel, sq_rel, d1, d2, d3 = (float(v) for v in sums)
+    keys = ("rmse", "log_rmse", "abs_rel", "sq_rel", "delta1", "delta2", "delta3")
+    if n == 0:
+        return dict.fromkeys(keys, math.nan)
+    return {
+        "rmse": math.sqrt(sq / n),
+        "log_rmse": math.sqrt(sq_log / n),
+        "abs_rel": abs_rel / n,
+        "sq_rel": sq_rel / n,
+        "delta1": 100.0 * d1 / n,
+        "delta2": 100.0 * d2 / n,
+        "delta3": 100.0 * d3 / n,
+    }

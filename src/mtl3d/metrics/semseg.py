@@ -7,6 +7,11 @@ as 0 when the class is absent from both GT and prediction; ``mIoU`` is the mean 
 over classes present in the GT or the prediction (reported for reference, not used for Δm).
 Images whose pixels are all ignore contribute nothing. If the whole split has no valid pixel, every
 value is NaN (undefined, rather than a 0 that would look like a real score).
+
+Per-image statistics (:meth:`SegmentationMetric.per_image`): each image's per-class TP, FP, FN (int32,
+[N, C]); pixel accuracy follows from them (correct = sum TP, valid = sum TP + FN). Summing them over
+any subset of images and scoring with :meth:`SegmentationMetric.from_per_image` gives exactly what a
+metric fed only that subset computes (integer counts, so pooling is exact).
 """
 
 from __future__ import annotations
@@ -43,9 +48,11 @@ class SegmentationMetric:
             "mIoU_present = mean over classes in GT or pred; %"
         )
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)  # [gt, pred]
+        self._per_image: list[np.ndarray] = []  # [B, 3, C] int32 per batch: TP, FP, FN
 
     def reset(self) -> None:
         self.confusion[:] = 0
+        self._per_image = []
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -67,32 +74,73 @@ class SegmentationMetric:
         valid = target != self.ignore_index
         t = target[valid]
         p = pred[valid]
+        n_img, c = target.shape[0], self.num_classes
         if t.numel() == 0:
+            # images without a valid pixel still get a (zero) row, so rows stay aligned with image ids
+            self._per_image.append(np.zeros((n_img, 3, c), dtype=np.int32))
             return
         if int(t.min()) < 0 or int(t.max()) >= self.num_classes:
             raise ValueError(f"target labels outside [0, {self.num_classes}) and != {self.ignore_index}")
         if int(p.min()) < 0 or int(p.max()) >= self.num_classes:
             raise ValueError(f"predicted labels outside [0, {self.num_classes})")
-        counts = torch.bincount(t * self.num_classes + p, minlength=self.num_classes**2)
-        self.confusion += counts.cpu().numpy().reshape(self.num_classes, self.num_classes)
+        # one bincount for the whole batch, offset by image, gives every image's confusion matrix at once
+        img = torch.arange(n_img, device=target.device).view(-1, 1, 1).expand_as(target)[valid]
+        counts = torch.bincount((img * c + t) * c + p, minlength=n_img * c * c)
+        conf = counts.cpu().numpy().reshape(n_img, c, c)
+        self.confusion += conf.sum(axis=0)
+        tp = np.diagonal(conf, axis1=1, axis2=2)
+        fp = conf.sum(axis=1) - tp
+        fn = conf.sum(axis=2) - tp
+        self._per_image.append(np.stack([tp, fp, fn], axis=1).astype(np.int32))
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Per-image sufficient statistics of the images seen so far: ``tp``, ``fp``, ``fn`` [N, C] int32."""
+        rows = (
+            np.concatenate(self._per_image)
+            if self._per_image
+            else np.zeros((0, 3, self.num_classes), dtype=np.int32)
+        )
+        return {"tp": rows[:, 0], "fp": rows[:, 1], "fn": rows[:, 2]}
+
+    @classmethod
+    def from_per_image(
+        cls,
+        stats: dict[str, np.ndarray],
+        index: np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> dict[str, float]:
+        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default: all;
+        repeats count twice, as a bootstrap resample needs)."""
+        sel = slice(None) if index is None else np.asarray(index)
+        tp, fp, fn = (np.asarray(stats[k])[sel].astype(np.int64).sum(axis=0) for k in ("tp", "fp", "fn"))
+        return _scores(tp, fp, fn, int((tp + fn).sum()), class_names)
 
     def compute(self) -> dict[str, float]:
-        names = self.class_names or [str(i) for i in range(self.num_classes)]
-        total = int(self.confusion.sum())
-        if total == 0:
-            out = {"mIoU": math.nan, "mIoU_present": math.nan, "pixel_acc": math.nan}
-            out.update({f"iou/{n}": math.nan for n in names})
-            return out
-        tp = np.diag(self.confusion).astype(np.float64)
+        tp = np.diag(self.confusion)
         fp = self.confusion.sum(axis=0) - tp
         fn = self.confusion.sum(axis=1) - tp
-        union = tp + fp + fn
-        iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
-        present = union > 0
-        out = {
-            "mIoU": 100.0 * float(iou.mean()),
-            "mIoU_present": 100.0 * float(iou[present].mean()),
-            "pixel_acc": 100.0 * float(tp.sum() / total),
-        }
-        out.update({f"iou/{n}": 100.0 * float(v) for n, v in zip(names, iou, strict=True)})
+        return _scores(tp, fp, fn, int(self.confusion.sum()), self.class_names)
+
+
+def _scores(
+    tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, total: int, class_names: Sequence[str] | None
+) -> dict[str, float]:
+    """The metric values from split-level per-class counts (shared by compute and from_per_image)."""
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(tp))]
+    if total == 0:
+        out = {"mIoU": math.nan, "mIoU_present": math.nan, "pixel_acc": math.nan}
+        out.update({f"iou/{n}": math.nan for n in names})
         return out
+    tp = tp.astype(np.float64)
+    fp = fp.astype(np.float64)
+    fn = fn.astype(np.float64)
+    union = tp + fp + fn
+    iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
+    present = union > 0
+    out = {
+        "mIoU": 100.0 * float(iou.mean()),
+        "mIoU_present": 100.0 * float(iou[present].mean()),
+        "pixel_acc": 100.0 * float(tp.sum() / total),
+    }
+    out.update({f"iou/{n}": 100.0 * float(v) for n, v in zip(names, iou, strict=True)})
+    return out

@@ -98,3 +98,38 @@ def check_study(
         except UserError as e:
             _fail(UserError(f"{f}: {e}"))
         typer.echo(f"{f}: study {s['study']!r} ok, {len(expand_runs(s))} runs")
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="variant A (the baseline)"),
+    b: str = typer.Argument(..., help="variant B; differences are B - A"),
+    study: str = typer.Option(..., "--study", help="study folder under --runs-root"),
+    runs_root: Path = typer.Option(
+        Path("results/runs"), "--runs-root", help="holds STUDY/DATASET/VARIANT/seedK"
+    ),
+    dataset: str | None = typer.Option(None, "--dataset", help="needed when several datasets have A and B"),
+    reference: str = typer.Option("stl", "--reference", help="variant used as the Δm reference"),
+    resamples: int = typer.Option(2000, "--resamples", help="bootstrap resamples (images x paired seeds)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap"),
+    out: Path | None = typer.Option(None, "--out", help="also write the table as CSV"),
+    figure: Path | None = typer.Option(None, "--figure", help="also write a forest plot (stem: .png + .pdf)"),
+) -> None:
+    """Paired B - A differences per task and for Δm, with bootstrap 95 % CIs and p-values (per_image.npz)."""
+    from mtl3d.reporting.compare import compare as do_compare
+    from mtl3d.reporting.compare import forest_figure, format_table
+
+    try:
+        df = do_compare(runs_root, study, a, b, dataset, reference, resamples, seed)
+    except UserError as e:
+        _fail(e)
+    typer.echo(format_table(df))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False, float_format="%.6g")
+        typer.echo(f"{out}: {len(df)} rows")
+    if figure is not None:
+        from mtl3d.reporting.figures import save_figure
+
+        paths = save_figure(forest_figure(df), figure.with_suffix("") if figure.suffix else figure)
+        typer.echo(f"{figure}: {len(paths)} files")

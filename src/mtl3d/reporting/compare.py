@@ -1,0 +1,311 @@
+"""Paired comparison of two variants of a study: B − A per task (Δm metric) and for Δm, with a bootstrap
+confidence interval that resamples both images and seeds.
+
+Input: ``RUNS_ROOT/STUDY/DATASET/VARIANT/seedK/{metrics.json, per_image.npz}`` (``mtl3d evaluate``
+writes both). Only seeds present for both A and B are used (paired). Each bootstrap resample draws
+
+* one multiset of **images** (multinomial counts over the split), shared by A, B, the reference and
+  every seed, so per-image difficulty cancels in the difference, and
+* one multiset of the **paired seeds**, shared by A and B;
+
+recomputes every run's metric from the re-weighted per-image sufficient statistics (the same pooling as
+the metric classes: sums over images, then the split-level formula), averages over the resampled seeds
+and takes B − A. Δm per resample uses the reference variant's metrics (mean over all its seeds) under
+the same image resample. CI: 2.5/97.5 % percentiles; p: two-sided bootstrap p
+``min(1, 2·min(P(d* ≤ 0), P(d* ≥ 0)))`` (the smallest level at which the percentile interval excludes 0).
+
+``scipy.stats.bootstrap`` is not used: it resamples the observations of each sample independently (or
+one paired axis), while this design resamples two crossed levels (images × seeds) with the same image
+indices for every run, and needs a statistic that is a ratio of pooled sums per run. A seeded numpy loop
+over multiplicity matrices (one matrix product per run and task) does it in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mtl3d.errors import UserError
+from mtl3d.metrics.boundary import f_measure, precision_recall
+from mtl3d.tasks import TASKS
+
+PER_IMAGE = "per_image.npz"
+METHOD = "bootstrap images x paired seeds; percentile CI; p=2min(P(d*<=0),P(d*>=0))"
+DELTA_TASK = "all"
+DELTA_METRIC = "delta_m"
+COLUMNS = [
+    "task",
+    "metric",
+    "mean_a",
+    "mean_b",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "p",
+    "seeds",
+    "images",
+    "method",
+    "a",
+    "b",
+    "dataset",
+]
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+_DEPTH_SUMS = {"rmse": 1, "log_rmse": 2, "abs_rel": 3, "sq_rel": 4}
+
+
+@dataclass
+class Run:
+    """One evaluated run: its per-image statistics by task (``{task: {stat: array [N, ...]}}``)."""
+
+    path: Path
+    seed: int
+    image_ids: np.ndarray
+    stats: dict[str, dict[str, np.ndarray]]
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _variants(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def load_variant(dataset_dir: Path, variant: str) -> dict[int, Run]:
+    """Every ``seedK`` run of a variant, by seed; a run without per_image.npz is a ``UserError``."""
+    runs: dict[int, Run] = {}
+    for seed_dir in sorted((dataset_dir / variant).glob("seed*")):
+        m = _SEED_DIR.match(seed_dir.name)
+        if not m or not (seed_dir / "metrics.json").is_file():
+            continue
+        npz = seed_dir / PER_IMAGE
+        if not npz.is_file():
+            raise UserError(f"{seed_dir} has no {PER_IMAGE}; re-run `mtl3d evaluate --run {seed_dir}`")
+        with np.load(npz) as data:
+            arrays = {k: data[k] for k in data.files}
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        for key, arr in arrays.items():
+            if "/" in key:
+                task, stat = key.split("/", 1)
+                stats.setdefault(task, {})[stat] = arr
+        runs[int(m.group(1))] = Run(seed_dir, int(m.group(1)), arrays.get("image_ids", np.array([])), stats)
+    return runs
+
+
+def _pick_dataset(study_root: Path, variants: Sequence[str], dataset: str | None) -> Path:
+    if not study_root.is_dir():
+        raise UserError(f"study folder not found: {study_root}")
+    datasets = sorted(p.name for p in study_root.iterdir() if p.is_dir())
+    if dataset is not None:
+        if dataset not in datasets:
+            raise UserError(
+                f"unknown dataset {dataset!r} in {study_root}; valid: {', '.join(datasets) or 'none'}"
+            )
+        return study_root / dataset
+    having = [d for d in datasets if all((study_root / d / v).is_dir() for v in variants)]
+    if len(having) == 1:
+        return study_root / having[0]
+    if not having:
+        valid = sorted({v for d in datasets for v in _variants(study_root / d)})
+        unknown = [v for v in variants if v not in valid]
+        listed = ", ".join(valid) or "none"
+        raise UserError(
+            f"unknown variant(s) {', '.join(unknown or variants)} in {study_root}; valid: {listed}"
+        )
+    raise UserError(
+        f"{study_root} has several datasets with both variants ({', '.join(having)}); pass --dataset"
+    )
+
+
+# ------------------------------------------------------------------------ Δm metric from weighted stats
+def _design(task: str, metric: str, stats: dict[str, np.ndarray]) -> tuple[np.ndarray, Callable]:
+    """Per-image feature rows V [N, D] whose weighted sum ``W @ V`` [R, D] gives, through ``finish``,
+    the task's ``metric`` for each of the R image weightings (the pooling of the metric classes)."""
+    if task in ("semseg", "human_parts") and metric == "mIoU":
+        c = stats["tp"].shape[1]
+        v = np.concatenate([stats["tp"], stats["fp"], stats["fn"]], axis=1).astype(np.float64)
+
+        def finish(s: np.ndarray) -> np.ndarray:
+            tp, union = s[:, :c], s[:, :c] + s[:, c : 2 * c] + s[:, 2 * c :]
+            iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
+            return 100.0 * iou.mean(axis=1)
+
+        return v, finish
+    if task == "depth" and metric in _DEPTH_SUMS:
+        j = _DEPTH_SUMS[metric]
+        v = stats["sums"][:, [0, j]].astype(np.float64)
+        root = metric in ("rmse", "log_rmse")
+        return v, lambda s: np.sqrt(s[:, 1] / s[:, 0]) if root else s[:, 1] / s[:, 0]
+    if task == "normals" and metric in ("mean", "rmse"):
+        v = np.stack([stats["n"], stats["sum" if metric == "mean" else "sum_sq"]], axis=1).astype(np.float64)
+        return v, lambda s: s[:, 1] / s[:, 0] if metric == "mean" else np.sqrt(s[:, 1] / s[:, 0])
+    if task == "edges" and metric == "odsF":
+        counts = stats["counts"].astype(np.float64)
+        t = counts.shape[1]
+
+        def finish_e(s: np.ndarray) -> np.ndarray:
+            rec, prec = precision_recall(s.reshape(-1, t, 4))
+            return 100.0 * f_measure(rec, prec).max(axis=1)
+
+        return counts.reshape(len(counts), t * 4), finish_e
+    if task == "saliency" and metric in ("mIoU", "maxF"):
+        from mtl3d.metrics.saliency import _image_scores
+
+        valid = stats["valid"].astype(bool)
+        tp, pp = stats["mtl/tp"], stats["mtl/pp"]  # the survey protocol: the plain keys, used for Δm
+        jac, prec, rec = _image_scores(tp, pp, stats["n_pos"][:, None])
+        w = valid[:, None].astype(np.float64)
+        t = tp.shape[1]
+        v = np.concatenate([jac * w, prec * w, rec * w, w], axis=1)
+
+        def finish_s(s: np.ndarray) -> np.ndarray:
+            n = s[:, -1:]
+            if metric == "mIoU":
+                return 100.0 * (s[:, :t] / n).max(axis=1)
+            p, r = s[:, t : 2 * t] / n, s[:, 2 * t : 3 * t] / n
+            den = p + r
+            f = np.divide(2 * p * r, den, out=np.zeros_like(den), where=den > 0)
+            return 100.0 * f.max(axis=1)
+
+        return v, finish_s
+    raise UserError(f"no per-image bootstrap for {task} {metric!r}")
+
+
+def _metric_values(run: Run, task: str, metric: str, weights: np.ndarray) -> np.ndarray:
+    v, finish = _design(task, metric, run.stats[task])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return finish(weights @ v)
+
+
+# ------------------------------------------------------------------------------------------------ compare
+def compare(
+    runs_root: str | Path,
+    study: str,
+    a: str,
+    b: str,
+    dataset: str | None = None,
+    reference: str = "stl",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Rows (one per task's Δm metric, plus ``all``/``delta_m``) of B − A with bootstrap CI and p-value."""
+    if resamples < 1:
+        raise UserError("--resamples must be >= 1")
+    root = Path(runs_root) / study
+    ds_dir = _pick_dataset(root, [a, b], dataset)
+    valid = _variants(ds_dir)
+    unknown = [v for v in (a, b) if v not in valid]
+    if unknown:
+        raise UserError(f"unknown variant(s) {', '.join(unknown)} in {ds_dir}; valid: {', '.join(valid)}")
+    runs_a, runs_b = load_variant(ds_dir, a), load_variant(ds_dir, b)
+    seeds = sorted(set(runs_a) & set(runs_b))
+    if not seeds:
+        raise UserError(
+            f"no seed evaluated for both {a} ({sorted(runs_a)}) and {b} ({sorted(runs_b)}) in {ds_dir}"
+        )
+    runs_ref = load_variant(ds_dir, reference) if (ds_dir / reference).is_dir() else {}
+    paired = [runs_a[s] for s in seeds] + [runs_b[s] for s in seeds]
+    ids = paired[0].image_ids
+    for r in [*paired, *runs_ref.values()]:
+        if not np.array_equal(r.image_ids, ids):
+            raise UserError(
+                f"{r.path}: its images differ from {paired[0].path}'s; evaluate both on one split"
+            )
+    n_img, n_seed = len(ids), len(seeds)
+    tasks = [t for t in paired[0].stats if t in TASKS and all(t in r.stats for r in paired)]
+
+    rng = np.random.default_rng(seed)
+    # row 0: the observed data (all images, every seed once); rows 1..R: the resamples
+    w_img = np.vstack([np.ones(n_img), rng.multinomial(n_img, np.full(n_img, 1.0 / n_img), size=resamples)])
+    w_seed = np.vstack(
+        [np.ones(n_seed), rng.multinomial(n_seed, np.full(n_seed, 1.0 / n_seed), size=resamples)]
+    )
+
+    def seed_mean(values: np.ndarray) -> np.ndarray:  # [R+1, S] -> [R+1], weighted by the resampled seeds
+        return (values * w_seed).sum(axis=1) / n_seed
+
+    rows: list[dict[str, Any]] = []
+    gains: dict[str, list[np.ndarray]] = {a: [], b: []}
+    for task in tasks:
+        metric = TASKS[task].delta_metric  # as summary.csv's Δm (saliency: maxF or mIoU, both supported)
+        per = {
+            v: np.stack([_metric_values(runs[s], task, metric, w_img) for s in seeds], axis=1)
+            for v, runs in ((a, runs_a), (b, runs_b))
+        }  # [R+1, S]
+        rows.append(_row(task, metric, seed_mean(per[a]), seed_mean(per[b]), n_seed, n_img))
+        if runs_ref and all(task in r.stats for r in runs_ref.values()):
+            ref = np.mean([_metric_values(r, task, metric, w_img) for r in runs_ref.values()], axis=0)
+            sign = -1.0 if TASKS[task].lower_is_better else 1.0
+            for v in (a, b):
+                gains[v].append(100.0 * sign * (per[v] - ref[:, None]) / ref[:, None])
+    if gains[a]:
+        dm = {v: seed_mean(np.mean(gains[v], axis=0)) for v in (a, b)}
+        rows.append(_row(DELTA_TASK, DELTA_METRIC, dm[a], dm[b], n_seed, n_img))
+    out = pd.DataFrame(rows)
+    out["a"], out["b"], out["dataset"] = a, b, ds_dir.name
+    return out[COLUMNS]
+
+
+def _row(task: str, metric: str, va: np.ndarray, vb: np.ndarray, n_seed: int, n_img: int) -> dict[str, Any]:
+    diff = vb - va
+    boot = diff[1:]
+    boot = boot[np.isfinite(boot)]
+    if boot.size:
+        low, high = np.percentile(boot, [2.5, 97.5])
+        p = min(1.0, 2.0 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
+    else:
+        low = high = p = math.nan
+    return {
+        "task": task,
+        "metric": metric,
+        "mean_a": float(va[0]),
+        "mean_b": float(vb[0]),
+        "diff": float(diff[0]),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p": float(p),
+        "seeds": n_seed,
+        "images": n_img,
+        "method": METHOD,
+    }
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """The printed table (CSV keeps full precision)."""
+    show = df.drop(columns=["a", "b", "dataset"]).copy()
+    for c in ("mean_a", "mean_b", "diff", "ci_low", "ci_high"):
+        show[c] = show[c].map(lambda x: f"{x:.3f}")
+    show["p"] = show["p"].map(lambda x: f"{x:.4f}")
+    return show.to_string(index=False)
+
+
+# ------------------------------------------------------------------------------------------------ figure
+def forest_figure(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> Figure:
+    """Forest plot: one line per (host, task) difference B − A with its 95 % interval, and a zero line.
+
+    ``rows``: :func:`compare` output (several comparisons may be concatenated); the host label is the
+    ``host`` column if present, else ``"B − A"``.
+    """
+    from mtl3d.reporting.figures import _theme
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise UserError("no comparison rows to plot")
+    _theme()
+    host = df["host"] if "host" in df else df["b"].astype(str) + " − " + df["a"].astype(str)
+    labels = [f"{h} · {t} {m}" for h, t, m in zip(host, df["task"], df["metric"], strict=True)]
+    y = np.arange(len(df))[::-1]
+    fig = Figure(figsize=(6.0, 0.35 * len(df) + 1.0))
+    ax = fig.subplots()
+    err = np.vstack([df["diff"] - df["ci_low"], df["ci_high"] - df["diff"]])
+    ax.errorbar(df["diff"], y, xerr=err, fmt="o", color="C0", capsize=3)
+    ax.axvline(0.0, color="0.3", lw=1, ls="--")
+    ax.set_yticks(y, labels)
+    ax.set_xlabel("difference B − A (task metric, Δm in %)")
+    fig.tight_layout()
+    return fig
