@@ -160,9 +160,13 @@ def build_optimizer(o: C.OptimConfig, model: nn.Module, branch: nn.Module | None
     if backbone:
         lr = o.lr if o.backbone_lr is None else o.backbone_lr
         groups.append({"params": backbone, "lr": lr, "name": "backbone"})
+    # On CUDA the fused kernels (one launch for every parameter); on CPU torch's defaults, which keep the
+    # CPU numbers (and the bit-exact resume tests) as they were.
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    fused = {"fused": True} if on_cuda else {}
     if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -274,6 +278,8 @@ class Run:
                 self.branch = nn.SyncBatchNorm.convert_sync_batchnorm(self.branch)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+            # fixed input sizes within a run: let cuDNN pick the fastest convolution algorithms once
+            torch.backends.cudnn.benchmark = True
         self.optimizer = build_optimizer(cfg.optim, self.model, self.branch)
         arch = self.model.arch_parameters()
         # A search's architecture logits: Adam without weight decay and without schedule (ATRC).
@@ -502,6 +508,8 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
             batch_sampler=sampler,
             num_workers=cfg.data.num_workers,
             pin_memory=run.device.type == "cuda",
+            # workers stay alive across epochs of the step sampler (no re-fork per epoch)
+            persistent_workers=cfg.data.num_workers > 0,
             # Its own generator: creating the iterator draws a base seed, which from the global RNG
             # would shift every later random draw (dropout, the regularizer's stratified samples) by
             # one on resume, since a resumed run creates its iterator after restoring the RNG state.
