@@ -41,6 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import npy_bytes, png_bytes
+from mtl3d.data.publish import publish, read_existing_manifest
 from mtl3d.errors import UserError, unknown_name
 
 __all__ = ["CLASSES", "FAR", "IGNORE", "NEAR", "SIZES", "VARIANTS", "convert", "intrinsics", "prepare"]
@@ -315,21 +316,9 @@ def _check_source(src: Path, variant: str, ids: list[str]) -> None:
 # Writing
 
 
-def _dump(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, sort_keys=True, indent=1) + "\n"
-
-
 def _complete(root: Path, manifest: dict[str, Any]) -> bool:
     sums = manifest.get("checksums")
     return bool(sums) and all((root / rel).is_file() for rel in sums)
-
-
-def _clear(root: Path) -> None:
-    """Removes what a previous conversion wrote (manifest first, so a crash never looks complete)."""
-    (root / "manifest.json").unlink(missing_ok=True)
-    for name in _DATA_DIRS:
-        if (root / name).is_dir():
-            shutil.rmtree(root / name)
 
 
 def _run(src: Path, tmp: Path, variant: str, ids: list[str], workers: int, progress: bool) -> dict[str, str]:
@@ -404,10 +393,7 @@ def convert(
         raise UserError(f"nyud: {root} exists and is not a directory; choose another --root")
     man_path = root / "manifest.json"
     if man_path.is_file():
-        try:
-            old = json.loads(man_path.read_text())
-        except (OSError, ValueError):
-            old = {}
+        old = read_existing_manifest(root)
         same = (
             old.get("dataset") == "nyud"
             and old.get("variant") == variant
@@ -472,14 +458,10 @@ def convert(
             "checksums": dict(sorted(sums.items())),
             "prepare_seconds": round(time.perf_counter() - t0, 3),
         }
-        (tmp / "manifest.json").write_text(_dump(manifest))
-        _clear(root)
-        for name in _DATA_DIRS:
-            os.replace(tmp / name, root / name)
-        os.replace(tmp / "manifest.json", root / "manifest.json")
+        published = publish(tmp, root, _DATA_DIRS, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return json.loads(_dump(manifest))
+    return published
 
 
 def prepare(

@@ -45,6 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import png_bytes
+from mtl3d.data.publish import publish, read_existing_manifest
 from mtl3d.errors import UserError, unknown_name
 from mtl3d.metrics.boundary import thin
 
@@ -428,18 +429,6 @@ def _complete(root: Path, manifest: dict[str, Any]) -> bool:
     return bool(manifest.get("views")) and all((root / rel).is_file() for rel in _expected_files(manifest))
 
 
-def _clear(root: Path) -> None:
-    """Removes what a previous run wrote (manifest first, so a crash never looks complete)."""
-    (root / "manifest.json").unlink(missing_ok=True)
-    for name in _DATA_DIRS:
-        if (root / name).is_dir():
-            shutil.rmtree(root / name)
-
-
-def _dump(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, sort_keys=True, indent=1) + "\n"
-
-
 def _identity(manifest: dict[str, Any]) -> tuple[Any, ...]:
     """What decides whether an existing dataset is the one asked for (not the timing)."""
     return (
@@ -523,10 +512,7 @@ def convert(
         raise UserError(f"pascal: {root} exists and is not a directory; choose another --root")
     man_path = root / "manifest.json"
     if man_path.is_file():
-        try:
-            old = json.loads(man_path.read_text())
-        except (OSError, ValueError):
-            old = {}
+        old = read_existing_manifest(root)
         if _identity(old) == _identity(wanted) and _complete(root, old):
             return old
         if not overwrite:
@@ -584,14 +570,10 @@ def convert(
             "views": views,
             "prepare_seconds": round(time.perf_counter() - start, 2),
         }
-        (tmp / "manifest.json").write_text(_dump(manifest))
-        _clear(root)
-        for name in _DATA_DIRS:
-            os.replace(tmp / name, root / name)
-        os.replace(tmp / "manifest.json", root / "manifest.json")
+        published = publish(tmp, root, _DATA_DIRS, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return json.loads(_dump(manifest))
+    return published
 
 
 def prepare(

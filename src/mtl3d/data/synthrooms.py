@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtl3d.data.encode import npy_bytes, png_bytes
+from mtl3d.data.publish import publish, read_existing_manifest
 from mtl3d.errors import UserError
 
 __all__ = [
@@ -741,10 +742,6 @@ def _degrade(view: dict[str, np.ndarray], K: np.ndarray, rng: np.random.Generato
 
 
 # ------------------------------------------------------------------------------------------ dataset I/O
-def _dump(manifest: dict[str, Any]) -> str:
-    return json.dumps(manifest, sort_keys=True, indent=1) + "\n"
-
-
 def _split_scenes(scenes: int, seed: int, val_fraction: float, test_fraction: float) -> dict[str, list[int]]:
     def count(frac: float) -> int:
         n = int(round(scenes * frac))
@@ -781,14 +778,6 @@ def _complete(root: Path, manifest: dict[str, Any]) -> bool:
     return all((root / rel).is_file() for rel in manifest.get("checksums", {}))
 
 
-def _clear(root: Path) -> None:
-    """Removes what a previous synthrooms run wrote (manifest first, so a crash never looks complete)."""
-    (root / "manifest.json").unlink(missing_ok=True)
-    for name in _DATA_DIRS:
-        if (root / name).is_dir():
-            shutil.rmtree(root / name)
-
-
 def prepare(root: str | Path, scenes: int = 200, views: int = 3, height: int = 96, width: int = 128,
             seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.0, shadows: bool = True,
             depth_holes: float = 0.0, depth_noise: float = 0.0, progress: bool = True,
@@ -811,10 +800,7 @@ def prepare(root: str | Path, scenes: int = 200, views: int = 3, height: int = 9
         raise UserError(f"synthrooms: {root} exists and is not a directory")
     man_path = root / "manifest.json"
     if man_path.is_file():
-        try:
-            old = json.loads(man_path.read_text())
-        except (OSError, ValueError):
-            old = {}
+        old = read_existing_manifest(root)
         if (old.get("dataset") == "synthrooms" and old.get("format_version") == FORMAT_VERSION
                 and old.get("generator") == params and _complete(root, old)):
             return old
@@ -868,14 +854,10 @@ def prepare(root: str | Path, scenes: int = 200, views: int = 3, height: int = 9
                     "num_classes": len(CLASSES), "tasks": list(TASKS), "height": int(height),
                     "width": int(width), "near": NEAR, "far": FAR, "splits": counts, "generator": params,
                     "views": view_meta, "checksums": checksums}
-        (tmp / "manifest.json").write_text(_dump(manifest))
-        _clear(root)
-        for name in _DATA_DIRS:
-            os.replace(tmp / name, root / name)
-        os.replace(tmp / "manifest.json", root / "manifest.json")
+        published = publish(tmp, root, _DATA_DIRS, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return json.loads(_dump(manifest))
+    return published
 
 
 def verify(root: str | Path) -> list[str]:
