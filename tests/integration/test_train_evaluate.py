@@ -119,3 +119,43 @@ def test_auxiliary_only_tasks_train_and_are_not_scored(tmp_path, rooms):
     rep = evaluate(run, progress=False)
     assert rep["metrics"].keys() == {"semseg", "depth"}
     assert rep["run"]["tasks"] == ["semseg", "depth"] and rep["run"]["aux_only_tasks"] == ["normals", "edges"]
+
+
+def test_kill_between_log_and_checkpoint_writes_keeps_every_log_step_once(tmp_path, rooms, monkeypatch):
+    """The window a SIGKILL can hit at random (CI caught it once under torchrun), made deterministic."""
+    from mtl3d.engine import trainer
+
+    cfg = C.load(
+        None,
+        {
+            "data": {"root": str(rooms)},
+            "model": {"head_channels": 8},
+            "iters": 6,
+            "batch_size": 2,
+            "log_every": 1,
+            "ckpt_every": 2,
+            "n_saved_predictions": 0,
+        },
+    )
+    real_save, real_text = trainer.atomic_torch_save, trainer.atomic_write_text
+
+    # The process dies right after the first of step 4's two writes, whichever the trainer does first.
+    def save(path, state):
+        real_save(path, state)
+        if state["step"] == 4:
+            raise KeyboardInterrupt
+
+    def text(path, content):
+        real_text(path, content)
+        if path.name == "train_log.csv" and content.splitlines()[-1].startswith("4,"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "atomic_torch_save", save)
+    monkeypatch.setattr(trainer, "atomic_write_text", text)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(trainer, "atomic_torch_save", real_save)
+    monkeypatch.setattr(trainer, "atomic_write_text", real_text)
+    train(cfg, tmp_path / "run", progress=False)
+    steps = [line.split(",")[0] for line in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps == [str(i) for i in range(1, 7)]

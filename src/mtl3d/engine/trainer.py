@@ -2,8 +2,9 @@
 
 Resumability is exact on CPU: the batch of step ``k`` (its samples and their augmentation seeds)
 is a pure function of ``(seed, k)``, and a checkpoint holds model, branch, optimizer, schedule,
-step and RNG state. The training log is flushed together with each checkpoint, so after a kill
-the log never holds steps the checkpoint does not.
+step and RNG state. The training log is written just before each checkpoint and a resume keeps
+only its rows up to the checkpoint's step, so after a kill at any point the log holds every step
+exactly once.
 """
 
 from __future__ import annotations
@@ -547,8 +548,10 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
                 bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if "/" not in k})
             bar.update(1)
             if dist.is_main and (step % cfg.ckpt_every == 0 or step == cfg.iters):
-                atomic_torch_save(ckpt_path, run.state(step))
+                # Log first: a kill between the two writes leaves log rows past the checkpoint,
+                # which resume drops (_read_log upto), never a checkpoint past the log's last row.
                 atomic_write_text(log_path, _log_csv(rows))
+                atomic_torch_save(ckpt_path, run.state(step))
         bar.close()
         if dist.is_main:
             if step < cfg.iters:  # defensive: the sampler always yields up to iters
