@@ -6,6 +6,7 @@ a YAML file never silently falls back to a default.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -177,6 +178,10 @@ def _check_value(path: str, tp: Any, value: Any) -> Any:
             raise UserError(f"config key {path!r} must be a mapping, got {value!r}")
         return {str(k): _check_value(f"{path}.{k}", args[1], v) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `2e-3` (no dot) as a string; accept it as the number everyone means
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"config key {path!r} must be a number, got {value!r}")
         return float(value)

@@ -13,6 +13,11 @@ def test_defaults_and_overrides(tmp_path):
     assert cfg.tasks == ["semseg", "depth"] and cfg.seed == 3
 
 
+def test_yaml11_exponent_without_dot_is_a_number():
+    # `--set optim.lr=2e-3`: PyYAML (YAML 1.1) reads it as the string '2e-3'
+    assert C.load(None, {"optim": {"lr": "2e-3"}}).optim.lr == 0.002
+
+
 def test_roundtrip(tmp_path):
     cfg = C.load(None, {"regularizer": {"enabled": True, "task_alpha": {"depth": 2.0}}, "tasks": ["depth"]})
     C.save(cfg, tmp_path / "r.yaml")
@@ -28,6 +33,7 @@ def test_roundtrip(tmp_path):
         ({"tasks": ["semseg", "dpeth"]}, "unknown task 'dpeth'"),
         ({"task_weights": {"edges": 2.0}, "tasks": ["depth"]}, "task 'edges'"),
         ({"regularizer": {"plane_agg": "max"}}, "plane_agg"),
+        ({"optim": {"lr": "fast"}}, "'optim.lr' must be a number"),
     ],
 )
 def test_bad_config_names_the_key(data, needle):

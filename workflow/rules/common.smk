@@ -2,6 +2,8 @@
 # Only this file holds Python functions (snakemake --lint: no rules and functions mixed).
 import os
 import re
+import shutil
+import subprocess
 from shlex import quote
 
 STUDY = config["study"]
@@ -12,6 +14,25 @@ VARIANTS = {v["name"]: v for v in [*config["variants"], *config.get("searched_va
 SEEDS = [int(s) for s in config["seeds"]]
 SEARCHES = {x["name"]: x for x in config.get("searches", [])}
 SEARCH_SEEDS = [int(s) for s in config.get("search_seeds", [0])]
+
+
+def _local_gpu_count():
+    """NVIDIA GPUs `nvidia-smi -L` lists here; 0 without the driver or when CUDA_VISIBLE_DEVICES hides them."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if (visible is not None and visible.strip() in ("", "-1")) or shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
+# Each train/search/evaluate job claims one GPU where the machine has one, and the default profile caps
+# the total at 1, so two jobs never share a device; on a CPU-only machine the jobs claim none and
+# `--cores N` runs N single-threaded jobs side by side (on small models that is ~1.6x the throughput
+# of one job using N threads: docs/pipeline.md). The SLURM profile sets gpu per rule itself.
+GPUS_PER_JOB = 1 if _local_gpu_count() else 0
 # The software of every rule is this project's environment (pip install -e ., or environment.yml for
 # conda users); run Snakemake inside it. Relative to workflow/rules/. `--sdm conda` is untested.
 PROJECT_ENV = "../../environment.yml"

@@ -15,8 +15,8 @@ rule evaluate:
         PROJECT_ENV
     log:
         "logs/{study}/evaluate/{dataset}/{variant}/seed{seed}.log",
-    threads: 2
+    threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     shell:
         "mtl3d evaluate {params.run_dir} --split {params.split} --quiet > {log} 2>&1"

@@ -17,9 +17,9 @@ rule search:
         PROJECT_ENV
     log:
         "logs/{study}/search/{dataset}/{search}/seed{seed}.log",
-    threads: 4
+    threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     shell:
         "mtl3d search {params.model} --dataset {wildcards.dataset} --data-root {input.data} {params.options}"
         " --seed {wildcards.seed} --out {params.run_dir} --quiet > {log} 2>&1"

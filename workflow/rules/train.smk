@@ -18,9 +18,9 @@ rule train:
         PROJECT_ENV
     log:
         "logs/{study}/train/{dataset}/{variant}/seed{seed}.log",
-    threads: 4
+    threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS_PER_JOB,
     shell:
         "{params.launcher} train --dataset {wildcards.dataset} --data-root {input.data} {params.options}"
         " --seed {wildcards.seed} --out {params.run_dir} --quiet > {log} 2>&1"
