@@ -142,10 +142,9 @@ def time_host(
         try:
             cfg = _config(host, reg, data_root, device, amp)
             cfg.batch_size = batch_size
+            cfg.compile = compile_  # the trainer's own path (`--set compile=true`)
             run = Run(cfg)
             step_fn = run.step
-            if compile_:
-                run.model = torch.compile(run.model)
             sampler = StepSampler(len(run.train_set), batch_size, cfg.iters, cfg.seed)
             samples = [run.train_set[i] for i in sampler.batch_at(0)]
             batch = torch.utils.data.default_collate(samples)

@@ -23,10 +23,15 @@ app.add_typer(data_app, name="data")
 
 
 def _set_nested(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """A mapping merges into what is already there (``--regularizer --set regularizer={cross_view: true}``
+    keeps the regularizer on), as overrides merge into the config file."""
+    from mtl3d.config import deep_merge
+
     keys = dotted.split(".")
     for k in keys[:-1]:
         d = d.setdefault(k, {})
-    d[keys[-1]] = value
+    old = d.get(keys[-1])
+    d[keys[-1]] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
 
 
 @data_app.command("prepare")

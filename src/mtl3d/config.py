@@ -135,6 +135,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # torch.compile the host network (and the regularizer branch) in place: same state_dict keys, so
+    # checkpoints load either way. First steps are slower (compilation); CPU needs a C++ compiler.
+    compile: bool = False
     log_every: int = 10
     ckpt_every: int = 100
     eval_batch_size: int = 8
@@ -166,10 +169,11 @@ def _check_value(path: str, tp: Any, value: Any) -> Any:
             raise UserError(f"config key {path!r} must be a mapping, got {value!r}")
         return _from_dict(tp, value, path + ".")
     if origin is list:
-        if isinstance(value, str) and args and args[0] is str:
-            # `--set regularizer.render_tasks=semseg,depth`: a comma-separated string is a list of names
-            # (keeps study files free of shell-special brackets)
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str) and args and args[0] in (str, int, float):
+            # `--set regularizer.render_tasks=semseg,depth`, `--set regularizer.plane_res=12,16`: a
+            # comma-separated string is a list (keeps study files free of shell-special brackets)
+            parts = [v.strip() for v in value.split(",") if v.strip()]
+            value = parts if args[0] is str else [yaml.safe_load(v) for v in parts]
         if not isinstance(value, (list, tuple)):
             raise UserError(f"config key {path!r} must be a list, got {value!r}")
         return [_check_value(f"{path}[{i}]", args[0], v) for i, v in enumerate(value)]

@@ -36,7 +36,13 @@ PIPELINE_FILES = [
     "notebooks",
     "src",
 ]
-STUDIES = ["config/smoke.yaml", "params.yaml", "config/nyud.yaml", "config/pascal.yaml"]
+STUDIES = [
+    "config/smoke.yaml",
+    "params.yaml",
+    "config/nyud.yaml",
+    "config/pascal.yaml",
+    "config/ablations.yaml",
+]
 _SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
 _SMOKE_VARIANTS = _SMOKE["variants"] + _SMOKE["searched_variants"]
 N_SMOKE_RUNS = len(_SMOKE_VARIANTS) * len(_SMOKE["seeds"]) * len(_SMOKE["datasets"])

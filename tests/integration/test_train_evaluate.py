@@ -159,3 +159,52 @@ def test_kill_between_log_and_checkpoint_writes_keeps_every_log_step_once(tmp_pa
     train(cfg, tmp_path / "run", progress=False)
     steps = [line.split(",")[0] for line in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]]
     assert steps == [str(i) for i in range(1, 7)]
+
+
+def test_compile_flag_compiles_in_place_and_keeps_checkpoint_keys(tmp_path, rooms, monkeypatch):
+    """`--set compile=true`: nn.Module.compile on host and branch (recorded here, not run: inductor on a
+    2-core CPU takes minutes; the slow test below and benchmarks/gpu_check.py run it for real)."""
+    compiled = []
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__)
+    )
+    cfg = C.load(
+        None,
+        {
+            "data": {"root": str(rooms)},
+            "model": {"head_channels": 8},
+            "iters": 1,
+            "batch_size": 2,
+            "compile": True,
+            "regularizer": {"enabled": True},
+            "n_saved_predictions": 0,
+        },
+    )
+    run = train(cfg, tmp_path / "run", progress=False)
+    assert len(compiled) == 2  # the host and the regularizer branch
+    keys = torch.load(run / "last.pt", weights_only=True)["model"].keys()
+    assert not any("_orig_mod" in k for k in keys)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path, rooms):
+    """torch.compile (inductor, CPU) trains to the same weights as eager (float tolerance), same keys."""
+    runs = {}
+    for flag in (False, True):
+        cfg = C.load(
+            None,
+            {
+                "data": {"root": str(rooms)},
+                "model": {"head_channels": 8},
+                "iters": 2,
+                "batch_size": 2,
+                "log_every": 1,
+                "compile": flag,
+                "n_saved_predictions": 0,
+            },
+        )
+        runs[flag] = train(cfg, tmp_path / f"run{flag}", progress=False)
+    a, b = (torch.load(runs[f] / "last.pt", weights_only=True)["model"] for f in (False, True))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4), k

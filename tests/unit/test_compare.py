@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -167,7 +168,11 @@ def test_speed_3_seeds_654_images(tmp_path: Path) -> None:
 def test_forest_figure(tmp_path: Path) -> None:
     df = compare(_study(tmp_path, shift=2), STUDY, "mtl", "mtl+3d", resamples=100)
     fig = forest_figure(df)
-    assert len(fig.axes) == 1 and len(fig.axes[0].get_yticklabels()) == len(df)
+    # one panel per task metric (units differ), one line per host
+    assert len(fig.axes) == len(df) and len(fig.axes[0].get_yticklabels()) == 1
+    assert [a.get_title() for a in fig.axes][-1] == "Δm (%)"
+    two = pd.concat([df.assign(host="mtl"), df.assign(host="other")])
+    assert len(forest_figure(two).axes[0].get_yticklabels()) == 2
 
 
 def test_cli_end_to_end(tmp_path: Path) -> None:
@@ -212,3 +217,102 @@ def test_saliency_both_delta_metrics(metric: str) -> None:
     weights = np.ones((1, N_IMG))
     got = _metric_values(run, "saliency", metric, weights)[0]
     assert got == pytest.approx(SaliencyMetric.from_per_image(sal)[metric], rel=1e-12)
+
+
+def test_compare_hosts_pairs_every_host_with_its_twin(tmp_path: Path) -> None:
+    from mtl3d.reporting.compare import compare_hosts, read_comparisons, regularizer_pairs
+
+    assert regularizer_pairs(["stl", "mtl", "mtl+3d", "pad+3d", "x"]) == [("mtl", "mtl+3d")]
+    root = _study(tmp_path, shift=2)
+    _write(root, "lonely+3d", 0, None)  # no host, and no per_image.npz: never paired
+    _write(root, "broken", 0, None)  # a host whose runs lack per_image.npz: skipped with a warning
+    _write(root, "broken+3d", 0, None)
+    df, warnings = compare_hosts(root, STUDY, resamples=200)
+    assert set(df["host"]) == {"mtl"} and len(warnings) == 1 and "broken" in warnings[0]
+    one = compare(root, STUDY, "mtl", "mtl+3d", resamples=200)
+    pd.testing.assert_frame_equal(df.drop(columns="host"), one)
+    df.to_csv(tmp_path / "c.csv", index=False)
+    back = read_comparisons(tmp_path / "c.csv")
+    assert back is not None and len(back) == len(df)
+    assert read_comparisons(tmp_path / "missing.csv") is None
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="not a comparisons.csv"):
+        read_comparisons(tmp_path / "bad.csv")
+
+
+def test_paired_t_power_matches_known_sample_sizes() -> None:
+    from mtl3d.reporting.power import paired_t_power, seeds_needed
+
+    # one-sample/paired t-test, two-sided α = 0.05, 80 % power: d = 1 needs 10 pairs, d = 0.5 needs 34
+    # (Cohen 1988, table 2.4.1; G*Power gives the same)
+    assert seeds_needed(1.0, 1.0) == 10 and seeds_needed(0.5, 1.0) == 34
+    assert paired_t_power(10, 1.0, 1.0) == pytest.approx(0.8031, abs=2e-3)
+    assert paired_t_power(9, 1.0, 1.0) < 0.8
+    # no spread measured (one seed, or identical runs): unknown, not zero seeds
+    assert math.isnan(seeds_needed(1.0, 0.0)) and math.isnan(seeds_needed(1.0, math.nan))
+
+
+def test_seed_power_table_from_paired_seed_differences() -> None:
+    from mtl3d.reporting.power import seed_power_table
+
+    rows = []
+    for seed, (a, b) in enumerate([(40.0, 41.0), (42.0, 42.0), (41.0, 43.0)]):  # d = 1, 0, 2: sd 1
+        for variant, v in (("mtl", a), ("mtl+3d", b)):
+            rows.append(
+                {
+                    "dataset": "d",
+                    "variant": variant,
+                    "seed": seed,
+                    "task": "semseg",
+                    "metric": "mIoU",
+                    "value": v,
+                }
+            )
+    t = seed_power_table(pd.DataFrame(rows), "d", effect=1.0)
+    r = t.iloc[0]
+    assert (r["host"], r["seeds"]) == ("mtl", 3)
+    assert r["mean_diff"] == pytest.approx(1.0) and r["sd_diff"] == pytest.approx(1.0)
+    assert r["seeds_needed"] == 10 and r["seeds_needed_sd80"] > 10
+
+
+def test_ablations_are_compared_with_their_default_and_tabled(tmp_path: Path) -> None:
+    from mtl3d.reporting import tables as T
+    from mtl3d.reporting.compare import compare_hosts, comparison_pairs
+
+    assert comparison_pairs(["mtl", "mtl+3d", "mtl+3d@sum", "x@y"]) == [
+        ("mtl", "mtl+3d", "mtl"),
+        ("mtl+3d", "mtl+3d@sum", "mtl+3d@sum"),
+    ]
+    root = _study(tmp_path, shift=0)
+    rng = np.random.default_rng(7)
+    for s in (0, 1, 2):  # the ablation: +4 mIoU over the default, on the same images
+        _write(root, "mtl+3d@sum", s, _stats(rng, tp_shift=4))
+    df, warnings = compare_hosts(root, STUDY, resamples=300)
+    assert not warnings and set(df["host"]) == {"mtl", "mtl+3d@sum"}
+    rows = []  # a summary with the three variants' semseg means (ablation_table's first row)
+    for v in ("mtl", "mtl+3d", "mtl+3d@sum"):
+        for s in (0, 1, 2):
+            rows.append(
+                {
+                    "study": STUDY,
+                    "dataset": DATASET,
+                    "model": "mtl",
+                    "variant": v,
+                    "regularizer": "+3d" in v,
+                    "backbone": "r",
+                    "seed": s,
+                    "task": "semseg",
+                    "metric": "mIoU",
+                    "value": 40.0 + s,
+                }
+            )
+    t = T.ablation_table(pd.DataFrame(rows), DATASET, df)
+    assert t is not None and [r[0] for r in t.rows] == ["mtl+3d (default)", "no regularizer (mtl)", "@sum"]
+    col = t.columns.index("SemSeg mIoU ↑")
+    assert t.rows[0][col] == "41.00 ± 1.00"
+    abl = df[(df["b"] == "mtl+3d@sum") & (df["task"] == "semseg")].iloc[0]
+    assert abl["ci_low"] > 2.0 and abl["ci_high"] < 6.0  # the planted +4 (independent noise around it)
+    assert t.rows[2][col].startswith(f"{abl['diff']:+.2f} [") and t.rows[2][col].endswith("]*")
+    off = df[(df["b"] == "mtl+3d") & (df["task"] == "semseg")].iloc[0]
+    assert t.rows[1][col].startswith(f"{-off['diff']:+.2f} [")  # mtl − mtl+3d: the sign flips
+    assert T.ablation_table(pd.DataFrame(rows), DATASET, df[df["host"] == "mtl"]) is None

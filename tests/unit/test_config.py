@@ -18,6 +18,13 @@ def test_yaml11_exponent_without_dot_is_a_number():
     assert C.load(None, {"optim": {"lr": "2e-3"}}).optim.lr == 0.002
 
 
+def test_comma_strings_are_lists():
+    cfg = C.load(None, {"regularizer": {"plane_res": "12, 16", "render_tasks": "semseg,depth"}})
+    assert cfg.regularizer.plane_res == [12, 16] and cfg.regularizer.render_tasks == ["semseg", "depth"]
+    with pytest.raises(UserError, match="plane_res"):
+        C.load(None, {"regularizer": {"plane_res": "12,x"}})
+
+
 def test_roundtrip(tmp_path):
     cfg = C.load(None, {"regularizer": {"enabled": True, "task_alpha": {"depth": 2.0}}, "tasks": ["depth"]})
     C.save(cfg, tmp_path / "r.yaml")
@@ -61,3 +68,12 @@ def test_grad_accum_and_sync_bn_validate():
     assert cfg.grad_accum == 4 and cfg.sync_bn is True
     with pytest.raises(UserError, match="'grad_accum' must be >= 1, got 0"):
         C.validate(C.from_dict({"grad_accum": 0}))
+
+
+def test_set_mapping_merges_with_earlier_options():
+    from mtl3d.cli import _load_config
+
+    cfg = _load_config(
+        None, ["regularizer={cross_view: true, cross_view_alpha: 0.3}"], {"regularizer.enabled": True}
+    )
+    assert cfg.regularizer.enabled and cfg.regularizer.cross_view and cfg.regularizer.cross_view_alpha == 0.3

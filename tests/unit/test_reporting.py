@@ -222,6 +222,32 @@ def test_full_and_regularizer_tables(summary: pd.DataFrame) -> None:
     assert reg.rows[0][col["Δm (%) ↑"]] == "+12.50"
 
 
+def test_tables_mark_significant_differences(summary: pd.DataFrame) -> None:
+    # comparisons as `mtl3d report collect --comparisons` writes them: semseg's interval excludes 0,
+    # depth's does not
+    base = {"host": "mtl", "dataset": "synthrooms", "a": "mtl", "b": "mtl+3d", "seeds": 2, "images": 10}
+    comp = pd.DataFrame(
+        [
+            {**base, "task": "semseg", "metric": "mIoU", "diff": 4.2, "ci_low": 1.0, "ci_high": 7.5},
+            {**base, "task": "depth", "metric": "rmse", "diff": -0.09, "ci_low": -0.2, "ci_high": 0.01},
+        ]
+    )
+    reg = T.regularizer_table(summary, "synthrooms", comp)
+    col = {c: j for j, c in enumerate(reg.columns)}
+    assert reg.rows[0][col["SemSeg mIoU ↑"]] == "+4.20 [+1.00, +7.50]*"
+    assert reg.rows[0][col["Depth rmse ↓"]] == "-0.0900 [-0.2000, +0.0100]"
+    assert reg.rows[0][col["Δm (%) ↑"]] == "+12.50"  # no comparison row: the plain difference
+    assert "excludes 0" in reg.caption
+    main = T.main_table(summary, "synthrooms", "stl", comparisons=comp)
+    col = {c: j for j, c in enumerate(main.columns)}
+    rows = {r[0] + r[1]: r for r in main.rows}
+    assert rows["mtl✓"][col["SemSeg mIoU ↑"]].endswith("*") and not rows["mtl–"][
+        col["SemSeg mIoU ↑"]
+    ].endswith("*")
+    assert not rows["mtl✓"][col["Depth rmse ↓"]].endswith("*")
+    assert "*" not in "".join(T.main_table(summary, "synthrooms", "stl").rows[2])
+
+
 def test_single_seed_shows_mean_only(tmp_path: Path) -> None:
     write_run(tmp_path / "r", "synthrooms", "stl", 0, 40.0, 0.5)
     write_run(tmp_path / "r", "synthrooms", "mtl", 0, 44.0, 0.45)
@@ -473,6 +499,7 @@ STUDY_FILES = [
     "config/smoke.yaml",
     "config/nyud.yaml",
     "config/pascal.yaml",
+    "config/ablations.yaml",
 ]
 
 
@@ -638,3 +665,17 @@ def test_report_cli(runs_root: Path, tmp_path: Path) -> None:
         app, ["collect", "--runs-root", str(tmp_path / "none"), "--study", "x", "--out", str(out)]
     )
     assert res.exit_code == 2 and "runs root not found" in res.output
+
+
+def test_ablation_names_need_their_default(tmp_path: Path) -> None:
+    study = yaml.safe_load((REPO / "config" / "ablations.yaml").read_text())
+    study["variants"] = [v for v in study["variants"] if v["name"] != "mtl+3d"]
+    bad = tmp_path / "a.yaml"
+    bad.write_text(yaml.safe_dump(study))
+    with pytest.raises(UserError, match="needs its default variant 'mtl\\+3d'"):
+        load_study(bad, REPO / "config" / "schema.yaml")
+    study["variants"].append({"name": "mtl+3d", "args": {"model": "mtl", "regularizer": True}})
+    study["variants"].append({"name": "mtl@x", "args": {"model": "mtl", "regularizer": True}})
+    bad.write_text(yaml.safe_dump(study))
+    with pytest.raises(UserError, match="before any '@'"):
+        load_study(bad, REPO / "config" / "schema.yaml")

@@ -6,6 +6,7 @@ rule results_tables:
     input:
         notebook="notebooks/results_tables.ipynb",
         summary="results/{study}/summary.csv",
+        comparisons="results/{study}/comparisons.csv",
     output:
         notebook="results/{study}/notebooks/results_tables.ipynb",
         tables=directory("results/{study}/tables"),
@@ -18,14 +19,15 @@ rule results_tables:
     localrule: True
     shell:
         "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar"
-        " -p summary_csv {input.summary} -p out_dir {output.tables} -p reference {params.reference}"
-        " > {log} 2>&1"
+        " -p summary_csv {input.summary} -p comparisons_csv {input.comparisons} -p out_dir {output.tables}"
+        " -p reference {params.reference} > {log} 2>&1"
 
 
 rule figures:
     input:
         notebook="notebooks/figures.ipynb",
         summary="results/{study}/summary.csv",
+        comparisons="results/{study}/comparisons.csv",
         done=study_dones,
     output:
         notebook="results/{study}/notebooks/figures.ipynb",
@@ -45,8 +47,8 @@ rule figures:
     localrule: True
     shell:
         "papermill {input.notebook} {output.notebook} -k python3 --no-progress-bar"
-        " -p summary_csv {input.summary} -p runs_root {params.runs_root} -p out_dir {output.figures}"
-        " -p reference {params.reference} > {log} 2>&1"
+        " -p summary_csv {input.summary} -p comparisons_csv {input.comparisons} -p runs_root {params.runs_root}"
+        " -p out_dir {output.figures} -p reference {params.reference} > {log} 2>&1"
 
 
 rule qualitative:

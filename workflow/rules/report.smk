@@ -1,4 +1,5 @@
-# One tidy summary.csv per study (+ mean metrics for `dvc metrics`, Δm per variant for `dvc plots`).
+# One tidy summary.csv per study (+ mean metrics for `dvc metrics`, Δm per variant for `dvc plots`, and the
+# paired host vs host+3d comparisons with bootstrap intervals that the tables and figures mark and plot).
 
 
 rule collect:
@@ -8,6 +9,7 @@ rule collect:
         summary="results/{study}/summary.csv",
         json="results/{study}/summary.json",
         delta="results/{study}/delta_m.csv",
+        comparisons="results/{study}/comparisons.csv",
     params:
         runs_root=runs_root_of,
         reference=config["reference"],
@@ -19,4 +21,4 @@ rule collect:
     shell:
         "mtl3d report collect --runs-root {params.runs_root} --study {wildcards.study}"
         " --reference {params.reference} --out {output.summary} --json {output.json}"
-        " --delta-csv {output.delta} > {log} 2>&1"
+        " --delta-csv {output.delta} --comparisons {output.comparisons} > {log} 2>&1"

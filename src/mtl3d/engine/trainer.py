@@ -281,6 +281,12 @@ class Run:
             self.model = self.model.to(memory_format=torch.channels_last)
             # fixed input sizes within a run: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
+        if cfg.compile:
+            # nn.Module.compile, not torch.compile(module): the module stays the same object with the
+            # same parameter names (no `_orig_mod.` prefix), so checkpoints, DDP and resume are unchanged.
+            self.model.compile()
+            if self.branch is not None:
+                self.branch.compile()
         self.optimizer = build_optimizer(cfg.optim, self.model, self.branch)
         arch = self.model.arch_parameters()
         # A search's architecture logits: Adam without weight decay and without schedule (ATRC).

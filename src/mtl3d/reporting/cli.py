@@ -30,15 +30,29 @@ def collect(
     delta_out: Path | None = typer.Option(
         None, "--delta-csv", help="also write the Δm per variant (dvc plots)"
     ),
+    comparisons_out: Path | None = typer.Option(
+        None,
+        "--comparisons",
+        help="also write every host vs host+3d paired comparison (bootstrap CI, p) as CSV",
+    ),
+    resamples: int = typer.Option(2000, "--resamples", help="bootstrap resamples for --comparisons"),
 ) -> None:
     """Read every RUNS_ROOT/DATASET/VARIANT/seedK/metrics.json into one tidy summary.csv, with Δm rows."""
+    from mtl3d.engine.checkpoint import atomic_write_text
     from mtl3d.reporting.collect import collect as do_collect
     from mtl3d.reporting.collect import warn, write_outputs
+    from mtl3d.reporting.compare import compare_hosts
 
     try:
         df, warnings = do_collect(runs_root, study, reference)
         warn(warnings)
         write_outputs(df, out, json_out, delta_out)
+        if comparisons_out is not None:
+            comp, warnings = compare_hosts(runs_root.parent, runs_root.name, reference, resamples)
+            warn(warnings)
+            comparisons_out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(comparisons_out, comp.to_csv(index=False, float_format="%.6g"))
+            typer.echo(f"{comparisons_out}: {len(comp)} rows")
     except UserError as e:
         _fail(e)
     n_runs = df.drop_duplicates(["dataset", "variant", "seed"]).shape[0]
@@ -53,14 +67,19 @@ def tables(
     reported: Path | None = typer.Option(
         None, "--reported", help="reported-numbers CSV (default: the shipped one)"
     ),
+    comparisons: Path | None = typer.Option(
+        None, "--comparisons", help="comparisons.csv (collect --comparisons): mark significant differences"
+    ),
 ) -> None:
     """Markdown + LaTeX tables of a study (the results_tables notebook does the same)."""
     from mtl3d.reporting.collect import read_summary
+    from mtl3d.reporting.compare import read_comparisons
     from mtl3d.reporting.reported import load_reported
     from mtl3d.reporting.tables import write_all_tables
 
     try:
-        paths = write_all_tables(read_summary(summary), out_dir, reference, load_reported(reported))
+        comp = read_comparisons(comparisons) if comparisons is not None else None
+        paths = write_all_tables(read_summary(summary), out_dir, reference, load_reported(reported), comp)
     except UserError as e:
         _fail(e)
     typer.echo(f"{out_dir}: {len(paths)} files")
@@ -72,13 +91,18 @@ def figures(
     out_dir: Path = typer.Option(..., "--out-dir"),
     runs_root: Path | None = typer.Option(None, "--runs-root", help="for training curves (train_log.csv)"),
     reference: str = typer.Option("stl", "--reference"),
+    comparisons: Path | None = typer.Option(
+        None, "--comparisons", help="comparisons.csv (collect --comparisons): the forest plot"
+    ),
 ) -> None:
-    """PNG + PDF figures of a study: Δm, per-task gains, training curves (as the figures notebook)."""
+    """PNG + PDF figures of a study: Δm, per-task gains, training curves, the regularizer's forest plot."""
     from mtl3d.reporting.collect import read_summary
+    from mtl3d.reporting.compare import read_comparisons
     from mtl3d.reporting.figures import write_study_figures
 
     try:
-        paths = write_study_figures(read_summary(summary), runs_root, out_dir, reference)
+        comp = read_comparisons(comparisons) if comparisons is not None else None
+        paths = write_study_figures(read_summary(summary), runs_root, out_dir, reference, comp)
     except UserError as e:
         _fail(e)
     typer.echo(f"{out_dir}: {len(paths)} files")

@@ -121,8 +121,10 @@ def delta_rows(df: pd.DataFrame, reference: str) -> tuple[list[dict[str, Any]], 
                 st[task] = ref_value
             elif len(vals):
                 # a relative gain over 0 is undefined (e.g. odsF 0 after a few smoke iterations)
-                warnings.append(f"{dataset}: {reference} {task} {TASKS[task].delta_metric} is {ref_value}; "
-                                f"{task} left out of delta_m")
+                warnings.append(
+                    f"{dataset}: {reference} {task} {TASKS[task].delta_metric} is {ref_value}; "
+                    f"{task} left out of delta_m"
+                )
         run_cols = ["variant", "seed"]
         for (variant, seed), dfr in dfd.groupby(run_cols, sort=False):
             mt: dict[str, float] = {}

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from mtl3d.errors import UserError
 from mtl3d.metrics.boundary import f_measure, precision_recall
+from mtl3d.reporting.study import ABLATION, REG_SUFFIX
 from mtl3d.tasks import TASKS
 
 PER_IMAGE = "per_image.npz"
@@ -251,6 +252,70 @@ def compare(
     return out[COLUMNS]
 
 
+REGULARIZED = REG_SUFFIX
+
+
+def regularizer_pairs(variants: Sequence[str]) -> list[tuple[str, str]]:
+    """``(host, host+3d)`` for every variant that was also run with the regularizer."""
+    names = set(variants)
+    return [
+        (v, v + REGULARIZED)
+        for v in sorted(names)
+        if not v.endswith(REGULARIZED) and v + REGULARIZED in names
+    ]
+
+
+def comparison_pairs(variants: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(a, b, label)`` of every comparison a study implies: each host with its ``+3d`` twin (label: the
+    host), then each ablation ``base@choice`` with its ``base`` (label: the ablation's name)."""
+    names = set(variants)
+    pairs = [(a, b, a) for a, b in regularizer_pairs(variants)]
+    for v in sorted(names):
+        base = v.split(ABLATION, 1)[0]
+        if ABLATION in v and base in names:
+            pairs.append((base, v, v))
+    return pairs
+
+
+def compare_hosts(
+    runs_root: str | Path, study: str, reference: str = "stl", resamples: int = 2000, seed: int = 0
+) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`compare` of every pair :func:`comparison_pairs` finds in every dataset of a study, one frame
+    whose ``host`` column labels the pair; pairs that cannot be compared (no common seed, no
+    per_image.npz) are skipped and named in the returned warnings."""
+    root = Path(runs_root) / study
+    frames, warnings = [], []
+    for ds_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for a, b, label in comparison_pairs(_variants(ds_dir)):
+            try:
+                df = compare(runs_root, study, a, b, ds_dir.name, reference, resamples, seed)
+            except UserError as e:
+                warnings.append(f"{ds_dir.name}: {a} vs {b} not compared: {e}")
+                continue
+            df.insert(0, "host", label)
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["host", *COLUMNS]), warnings
+    return pd.concat(frames, ignore_index=True), warnings
+
+
+def read_comparisons(path: str | Path) -> pd.DataFrame | None:
+    """``comparisons.csv`` as written by ``mtl3d report collect --comparisons``; None if absent."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    df = pd.read_csv(p)
+    missing = [c for c in ["host", *COLUMNS] if c not in df.columns]
+    if missing:
+        raise UserError(f"{p} is not a comparisons.csv (missing columns: {', '.join(missing)})")
+    return df
+
+
+def significant(row: Any) -> bool:
+    """The 95 % interval of a comparison row excludes zero."""
+    return bool(row["ci_low"] > 0 or row["ci_high"] < 0)
+
+
 def _row(task: str, metric: str, va: np.ndarray, vb: np.ndarray, n_seed: int, n_img: int) -> dict[str, Any]:
     diff = vb - va
     boot = diff[1:]
@@ -286,7 +351,8 @@ def format_table(df: pd.DataFrame) -> str:
 
 # ------------------------------------------------------------------------------------------------ figure
 def forest_figure(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> Figure:
-    """Forest plot: one line per (host, task) difference B − A with its 95 % interval, and a zero line.
+    """Forest plot: one panel per (task, metric), since units differ (mIoU points, metres, degrees, Δm
+    in %); in each, one line per host (B − A) with its 95 % interval, filled where it excludes 0.
 
     ``rows``: :func:`compare` output (several comparisons may be concatenated); the host label is the
     ``host`` column if present, else ``"B − A"``.
@@ -297,15 +363,27 @@ def forest_figure(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> Figure:
     if df.empty:
         raise UserError("no comparison rows to plot")
     _theme()
-    host = df["host"] if "host" in df else df["b"].astype(str) + " − " + df["a"].astype(str)
-    labels = [f"{h} · {t} {m}" for h, t, m in zip(host, df["task"], df["metric"], strict=True)]
-    y = np.arange(len(df))[::-1]
-    fig = Figure(figsize=(6.0, 0.35 * len(df) + 1.0))
-    ax = fig.subplots()
-    err = np.vstack([df["diff"] - df["ci_low"], df["ci_high"] - df["diff"]])
-    ax.errorbar(df["diff"], y, xerr=err, fmt="o", color="C0", capsize=3)
-    ax.axvline(0.0, color="0.3", lw=1, ls="--")
-    ax.set_yticks(y, labels)
-    ax.set_xlabel("difference B − A (task metric, Δm in %)")
+    df = df.assign(label=df["host"] if "host" in df else df["b"].astype(str) + " − " + df["a"].astype(str))
+    panels = list(dict.fromkeys(zip(df["task"], df["metric"], strict=True)))
+    hosts = list(dict.fromkeys(df["label"]))
+    fig = Figure(figsize=(2.6 * len(panels) + 1.2, 0.32 * len(hosts) + 1.3))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    y_of = {h: len(hosts) - 1 - i for i, h in enumerate(hosts)}
+    for ax, (task, metric) in zip(axes, panels, strict=True):
+        sub = df[(df["task"] == task) & (df["metric"] == metric)]
+        y = sub["label"].map(y_of).to_numpy()
+        err = np.vstack([sub["diff"] - sub["ci_low"], sub["ci_high"] - sub["diff"]])
+        ax.errorbar(sub["diff"], y, xerr=err, fmt="none", ecolor="C0", capsize=3)
+        sig = (sub["ci_low"] > 0) | (sub["ci_high"] < 0)
+        ax.scatter(sub["diff"][sig], y[sig.to_numpy()], color="C0", zorder=3, label="CI excludes 0")
+        ax.scatter(sub["diff"][~sig], y[~sig.to_numpy()], facecolor="white", edgecolor="C0", zorder=3)
+        ax.axvline(0.0, color="0.3", lw=1, ls="--")
+        better = (
+            "" if task == DELTA_TASK else (" (↓ better)" if TASKS[task].lower_is_better else " (↑ better)")
+        )
+        ax.set_title("Δm (%)" if task == DELTA_TASK else f"{task} {metric}{better}", fontsize=9)
+    axes[0].set_yticks(range(len(hosts)), hosts[::-1])
+    axes[0].set_ylim(-0.6, len(hosts) - 0.4)
+    fig.supxlabel("difference B − A with 95 % interval (filled: excludes 0)", fontsize=9)
     fig.tight_layout()
     return fig

@@ -206,9 +206,16 @@ def training_curves_figure(logs: pd.DataFrame, dataset: str, reference: str = "s
 
 
 def write_study_figures(
-    summary: pd.DataFrame, runs_root: str | Path | None, out_dir: str | Path, reference: str = "stl"
+    summary: pd.DataFrame,
+    runs_root: str | Path | None,
+    out_dir: str | Path,
+    reference: str = "stl",
+    comparisons: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Δm, per-task gains and training curves of every dataset of a study, into ``out_dir``."""
+    """Δm, per-task gains and training curves of every dataset of a study, into ``out_dir``; with
+    ``comparisons`` (``compare.compare_hosts``) also the forest plot of every host's +3d − host."""
+    from mtl3d.reporting.compare import ABLATION, forest_figure
+
     out = Path(out_dir)
     written: list[Path] = []
     logs = read_training_logs(runs_root) if runs_root is not None else None
@@ -217,6 +224,13 @@ def write_study_figures(
         written += save_figure(task_gain_figure(summary, d, reference), out / f"task_gains_{d}")
         if logs is not None:
             written += save_figure(training_curves_figure(logs, d, reference), out / f"training_curves_{d}")
+        rows = comparisons[comparisons["dataset"] == d] if comparisons is not None else None
+        if rows is not None and not rows.empty:
+            ablation = rows["b"].astype(str).str.contains(ABLATION, regex=False)
+            if (~ablation).any():
+                written += save_figure(forest_figure(rows[~ablation]), out / f"regularizer_effect_{d}")
+            if ablation.any():
+                written += save_figure(forest_figure(rows[ablation]), out / f"ablations_{d}")
     return written
 
 

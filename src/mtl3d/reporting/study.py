@@ -16,6 +16,7 @@ from mtl3d.errors import UserError
 
 SCHEMA_RELPATH = Path("config") / "schema.yaml"
 REG_SUFFIX = "+3d"
+ABLATION = "@"  # `mtl+3d@sum`: variant `mtl+3d` with one choice changed (config/ablations.yaml)
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,21 @@ def check_grid(study: dict[str, Any]) -> None:
                 f"study {study['study']}: variant {v['name']!r} trains the genotype of search "
                 f"{v['search']!r}, which is not among the searches ({', '.join(sorted(searches)) or 'none'})"
             )
+    names = {v["name"] for v in all_variants(study)}
     for v in all_variants(study):
         reg = bool(v["args"].get("regularizer", False))
-        if v["name"].endswith(REG_SUFFIX) != reg:
+        base = v["name"].split(ABLATION, 1)[0]
+        if base.endswith(REG_SUFFIX) != reg:
             raise UserError(
                 f"study {study['study']}: variant {v['name']!r} has regularizer={str(reg).lower()}; "
-                f"names ending in {REG_SUFFIX!r} are exactly the runs with the regularizer on"
+                f"names ending in {REG_SUFFIX!r} (before any {ABLATION!r}) are exactly the runs with the "
+                "regularizer on"
             )
-    names = {v["name"] for v in all_variants(study)}
+        if base != v["name"] and base not in names:
+            raise UserError(
+                f"study {study['study']}: ablation {v['name']!r} needs its default variant {base!r} "
+                "in the study"
+            )
     if study["reference"] not in names:
         raise UserError(
             f"study {study['study']}: reference variant {study['reference']!r} is not among the variants "

@@ -127,9 +127,37 @@ def _bold_best(
                 table.bold.add((i, j))
 
 
-def main_table(summary: pd.DataFrame, dataset: str, reference: str = "stl", full: bool = False) -> Table:
-    """The paper-style table of one dataset (``full``: every metric of every task, else Δm metrics)."""
+def _significance(
+    comparisons: pd.DataFrame | None, dataset: str, key: str = "host"
+) -> dict[tuple[str, str, str], pd.Series]:
+    """``{(row[key], task, metric): comparison row}`` of one dataset (rows of ``compare.compare_hosts``)."""
+    if comparisons is None or comparisons.empty:
+        return {}
+    sub = comparisons[comparisons["dataset"] == dataset]
+    return {(r[key], r["task"], r["metric"]): r for _, r in sub.iterrows()}
+
+
+SIG_NOTE = (
+    "* the 95 % interval of the paired difference (+3d − host, or ablation − default; bootstrap over "
+    "test images and paired seeds, `mtl3d report compare`) excludes 0."
+)
+
+
+def main_table(
+    summary: pd.DataFrame,
+    dataset: str,
+    reference: str = "stl",
+    full: bool = False,
+    comparisons: pd.DataFrame | None = None,
+) -> Table:
+    """The paper-style table of one dataset (``full``: every metric of every task, else Δm metrics).
+
+    With ``comparisons`` (``compare.compare_hosts``), a compared variant's cell (``host+3d`` against its
+    host, ``base@choice`` against ``base``) gets ``*`` where the difference is significant."""
+    from mtl3d.reporting.compare import significant
     from mtl3d.tasks import TASKS
+
+    sig = _significance(comparisons, dataset, key="b")
 
     agg = aggregate(summary[summary["dataset"] == dataset])
     if agg.empty:
@@ -178,7 +206,9 @@ def main_table(summary: pd.DataFrame, dataset: str, reference: str = "stl", full
                 mean, std = mean / 1e6, std / 1e6
             elif (t, m) == (RUN_TASK, "flops"):
                 mean, std = mean / 1e9, std / 1e9
-            row.append(fmt(mean, std, n, decimals(t, m)))
+            cell = fmt(mean, std, n, decimals(t, m))
+            c = sig.get((v, t, m))
+            row.append(cell + "*" if c is not None and significant(c) else cell)
             vals.append(mean)
         seeds = sub[sub["task"] != ALL_TASKS]["n"].max()
         row.append(str(int(seeds)))
@@ -190,6 +220,7 @@ def main_table(summary: pd.DataFrame, dataset: str, reference: str = "stl", full
         caption=(
             f"{dataset}: mean ± std over seeds; Δm against {reference} (mean over its seeds), in %; "
             f"params and FLOPs at inference (the regularizer is training-only)."
+            + (f" {SIG_NOTE}" if sig else "")
         ),
     )
     directions = [lower_is_better(t, m) for t, m in cols]
@@ -201,11 +232,16 @@ def main_table(summary: pd.DataFrame, dataset: str, reference: str = "stl", full
     return table
 
 
-def regularizer_table(summary: pd.DataFrame, dataset: str) -> Table:
-    """Effect of the regularizer: for each model run with and without it, (+3d) − (base) per metric."""
+def regularizer_table(summary: pd.DataFrame, dataset: str, comparisons: pd.DataFrame | None = None) -> Table:
+    """Effect of the regularizer: for each model run with and without it, (+3d) − (base) per metric.
+
+    With ``comparisons`` (``compare.compare_hosts``) each cell also gives the paired difference's 95 %
+    bootstrap interval, and ``*`` where it excludes 0."""
+    from mtl3d.reporting.compare import significant
     from mtl3d.tasks import TASKS
 
     agg = aggregate(summary[summary["dataset"] == dataset])
+    sig = _significance(comparisons, dataset)
     tasks = _tasks_in(agg)
     cols = [(t, TASKS[t].delta_metric) for t in tasks if t in TASKS]
     if ((agg["task"] == ALL_TASKS) & (agg["metric"] == DELTA)).any():
@@ -220,16 +256,133 @@ def regularizer_table(summary: pd.DataFrame, dataset: str) -> Table:
             continue
         row = [f"{v} → {v}+3d"]
         for t, m in cols:
+            k = decimals(t, m)
+            c = sig.get((v, t, m))
+            if c is not None and math.isfinite(c["ci_low"]):
+                star = "*" if significant(c) else ""
+                row.append(f"{c['diff']:+.{k}f} [{c['ci_low']:+.{k}f}, {c['ci_high']:+.{k}f}]{star}")
+                continue
             a, b = means.get((v, t, m), math.nan), means.get((f"{v}+3d", t, m), math.nan)
             d = b - a
-            row.append("–" if math.isnan(d) else f"{d:+.{decimals(t, m)}f}")
+            row.append("–" if math.isnan(d) else f"{d:+.{k}f}")
         rows.append(row)
+    caption = (
+        f"{dataset}: change of the seed-mean when the 3D-aware regularizer is added "
+        "(arrows give the better direction)."
+    )
+    if sig:
+        caption += " [95 % interval]; " + SIG_NOTE
+    return Table(header, rows, caption=caption)
+
+
+def ablation_table(summary: pd.DataFrame, dataset: str, comparisons: pd.DataFrame | None) -> Table | None:
+    """The ablation study's table: the default (``base``, mean ± std over seeds), then one row per
+    ``base@choice`` giving choice − default with its 95 % paired-bootstrap interval (``*``: excludes 0),
+    and, where the base is a ``+3d`` variant, the host without the regularizer in the same terms.
+    None when the comparisons hold no ablation."""
+    from mtl3d.reporting.compare import ABLATION, REGULARIZED, significant
+
+    if comparisons is None or comparisons.empty:
+        return None
+    comp = comparisons[
+        (comparisons["dataset"] == dataset) & comparisons["b"].astype(str).str.contains(ABLATION, regex=False)
+    ]
+    if comp.empty:
+        return None
+    base = str(comp["a"].iloc[0])
+    cols = list(dict.fromkeys(zip(comp["task"], comp["metric"], strict=True)))
+    header = ["Variant"] + [
+        "Δm (%) ↑" if t == ALL_TASKS else f"{TASK_LABELS.get(t, t)} {m}{_arrow(t, m)}" for t, m in cols
+    ]
+    agg = aggregate(summary[summary["dataset"] == dataset]).set_index(["variant", "task", "metric"])
+    first = [f"{base} (default)"]
+    for t, m in cols:
+        key = (base, t, m)
+        first.append(
+            fmt(
+                float(agg.loc[key, "mean"]),
+                float(agg.loc[key, "std"]),
+                int(agg.loc[key, "n"]),
+                decimals(t, m),
+            )
+            if key in agg.index
+            else "–"
+        )
+    rows = [first]
+
+    def cells(sub: pd.DataFrame, sign: float) -> list[str]:
+        out = []
+        by = {(r["task"], r["metric"]): r for _, r in sub.iterrows()}
+        for t, m in cols:
+            r = by.get((t, m))
+            if r is None:
+                out.append("–")
+                continue
+            k = decimals(t, m)
+            lo, hi = sorted((sign * r["ci_low"], sign * r["ci_high"]))
+            star = "*" if significant(r) else ""
+            out.append(f"{sign * r['diff']:+.{k}f} [{lo:+.{k}f}, {hi:+.{k}f}]{star}")
+        return out
+
+    if base.endswith(REGULARIZED):  # the regularizer switched off, as one more "choice"
+        host = base.removesuffix(REGULARIZED)
+        off = comparisons[
+            (comparisons["dataset"] == dataset) & (comparisons["a"] == host) & (comparisons["b"] == base)
+        ]
+        if not off.empty:
+            rows.append([f"no regularizer ({host})", *cells(off, -1.0)])
+    for b, sub in comp.groupby("b", sort=True):
+        rows.append([f"{ABLATION}{str(b).split(ABLATION, 1)[1]}", *cells(sub, 1.0)])
     return Table(
         header,
         rows,
         caption=(
-            f"{dataset}: change of the seed-mean when the 3D-aware regularizer is added "
-            "(arrows give the better direction)."
+            f"{dataset}: ablations of the regularizer's open choices, one at a time around the default "
+            f"`{base}` (first row: mean ± std over seeds); every other row is variant − default with "
+            "its 95 % interval (bootstrap over test images and paired seeds). " + SIG_NOTE
+        ),
+    )
+
+
+def power_table(summary: pd.DataFrame, dataset: str, effect: float = 1.0) -> Table | None:
+    """Seeds needed to detect ``effect`` mIoU points of the regularizer per host (``power.seed_power_table``);
+    None when the dataset has no semseg or fewer than two paired seeds."""
+    from mtl3d.reporting.power import seed_power_table
+
+    df = seed_power_table(summary, dataset, "semseg", "mIoU", effect)
+    df = df[df["seeds"] >= 2]
+    if df.empty:
+        return None
+
+    def n(x: float) -> str:
+        return "–" if math.isnan(x) else ("> 10000" if math.isinf(x) else str(int(x)))
+
+    rows = [
+        [
+            r.host,
+            str(r.seeds),
+            f"{r.mean_diff:+.2f}",
+            f"{r.sd_diff:.2f}",
+            n(r.seeds_needed),
+            n(r.seeds_needed_sd80),
+        ]
+        for r in df.itertuples()
+    ]
+    header = [
+        "Host",
+        "Seeds",
+        "mean Δ mIoU (+3d − host)",
+        "sd of Δ over seeds",
+        "seeds needed",
+        "at sd's 80 % bound",
+    ]
+    return Table(
+        header,
+        rows,
+        caption=(
+            f"{dataset}: seeds (paired runs host / host+3d) a two-sided paired t-test at α = 0.05 needs to "
+            f"detect a {effect:g}-point mIoU difference with 80 % power, from the spread of the per-seed "
+            "differences measured here (and from the upper end of that spread's 80 % interval)."
         ),
     )
 
@@ -588,9 +741,14 @@ def write_table(table: Table, out_stem: str | Path, label: str = "") -> list[Pat
 
 
 def write_all_tables(
-    summary: pd.DataFrame, out_dir: str | Path, reference: str = "stl", reported: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    out_dir: str | Path,
+    reference: str = "stl",
+    reported: pd.DataFrame | None = None,
+    comparisons: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Every table of a study into ``out_dir``: per dataset (main, full, regularizer) and reported."""
+    """Every table of a study into ``out_dir``: per dataset (main, full, regularizer, seeds needed) and
+    reported; ``comparisons`` (``compare.compare_hosts``, collect's comparisons.csv) marks significance."""
     from mtl3d.reporting.reported import load_reported
 
     out = Path(out_dir)
@@ -598,11 +756,23 @@ def write_all_tables(
     written: list[Path] = []
     datasets = list(summary["dataset"].unique())
     for d in datasets:
-        written += write_table(main_table(summary, d, reference), out / d, label=f"tab:{d}")
         written += write_table(
-            main_table(summary, d, reference, full=True), out / f"{d}_full", label=f"tab:{d}-full"
+            main_table(summary, d, reference, comparisons=comparisons), out / d, label=f"tab:{d}"
         )
-        written += write_table(regularizer_table(summary, d), out / f"{d}_regularizer", label=f"tab:{d}-reg")
+        written += write_table(
+            main_table(summary, d, reference, full=True, comparisons=comparisons),
+            out / f"{d}_full",
+            label=f"tab:{d}-full",
+        )
+        written += write_table(
+            regularizer_table(summary, d, comparisons), out / f"{d}_regularizer", label=f"tab:{d}-reg"
+        )
+        ablations = ablation_table(summary, d, comparisons)
+        if ablations is not None:
+            written += write_table(ablations, out / f"{d}_ablations", label=f"tab:{d}-ablations")
+        power = power_table(summary, d)
+        if power is not None:
+            written += write_table(power, out / f"{d}_seeds_needed", label=f"tab:{d}-seeds")
     rep = reported if reported is not None else load_reported()
     for d in datasets:
         paper = paper_table(summary, rep, d, reference)

@@ -1,0 +1,93 @@
+"""How many seeds a study needs to detect a given difference, from the seed variance it measured.
+
+Design: every seed trains the host and its ``+3d`` twin once (same seed, same data, same test images),
+so the unit is the per-seed paired difference ``d_s = metric(host+3d, s) − metric(host, s)``. With its
+standard deviation ``σ_d`` measured over the study's seeds, a two-sided paired t-test at level ``α``
+detects a true difference ``δ`` with power ``P(|T| > t_{1−α/2, n−1})``, ``T ~ noncentral t(n−1, δ√n/σ_d)``
+(``scipy.stats.nct``); the seeds needed are the smallest ``n ≥ 2`` reaching the requested power.
+``σ_d`` from 3 seeds is itself uncertain (a χ² with 2 degrees of freedom): the table gives the number
+for the measured value and for the upper end of its 80 % interval, so a study sized from it is not
+sized from a lucky draw.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mtl3d.reporting.compare import regularizer_pairs
+
+
+def paired_t_power(n: int, effect: float, sd: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test with ``n`` pairs for a true mean difference ``effect``."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = effect * math.sqrt(n) / sd
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def seeds_needed(
+    effect: float, sd: float, alpha: float = 0.05, power: float = 0.8, cap: int = 10_000
+) -> float:
+    """Smallest number of paired seeds whose t-test reaches ``power``; NaN when ``sd`` is unknown."""
+    if not (sd > 0 and math.isfinite(sd)) or effect <= 0:
+        return math.nan
+    for n in range(2, cap + 1):
+        if paired_t_power(n, effect, sd, alpha) >= power:
+            return float(n)
+    return math.inf
+
+
+def seed_power_table(
+    summary: pd.DataFrame,
+    dataset: str,
+    task: str = "semseg",
+    metric: str = "mIoU",
+    effect: float = 1.0,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> pd.DataFrame:
+    """Per host with a ``+3d`` twin: seeds measured, mean and std of the paired seed differences, and the
+    seeds needed to detect ``effect`` (in the metric's units) at the measured std and at its 80 % upper
+    bound."""
+    sub = summary[(summary["dataset"] == dataset) & (summary["task"] == task) & (summary["metric"] == metric)]
+    values = sub.pivot_table(index="seed", columns="variant", values="value", aggfunc="mean")
+    rows = []
+    for host, twin in regularizer_pairs(list(values.columns)):
+        d = (values[twin] - values[host]).dropna().to_numpy(dtype=float)
+        n = len(d)
+        sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
+        # upper end of the 80 % interval of σ from n−1 degrees of freedom: σ·sqrt((n−1)/χ²_{0.1, n−1})
+        sd_hi = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.1, n - 1)) if n >= 2 else math.nan
+        rows.append(
+            {
+                "host": host,
+                "task": task,
+                "metric": metric,
+                "seeds": n,
+                "mean_diff": float(np.mean(d)) if n else math.nan,
+                "sd_diff": sd,
+                "effect": effect,
+                "seeds_needed": seeds_needed(effect, sd, alpha, power),
+                "seeds_needed_sd80": seeds_needed(effect, sd_hi, alpha, power),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "host",
+            "task",
+            "metric",
+            "seeds",
+            "mean_diff",
+            "sd_diff",
+            "effect",
+            "seeds_needed",
+            "seeds_needed_sd80",
+        ],
+    )
