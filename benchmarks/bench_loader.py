@@ -2,7 +2,7 @@
 
     python benchmarks/bench_loader.py [--model mtl] [--regularizer] [--steps 20] [--workers 0 2]
 
-At the default study's setting (SynthRooms 96×128 as params.yaml prepares it, batch 8, the trainer's own
+At the default study's setting (SynthRooms as params.yaml prepares it, its batch, the trainer's own
 DataLoader: step-determined batches, the seeded augmentation), it times (a) fetching batches from the
 loader alone and (b) the train step on an in-memory batch, in the same process, and prints the
 loader's share of a step (a ratio measured in one run; absolute times depend on the machine).
@@ -14,8 +14,10 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from mtl3d import config as C
@@ -32,14 +34,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    ds = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["datasets"][0]
+    p, batch_size = ds["prepare"], ds["train"]["batch-size"]
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(tmp, scenes=60, views=3, height=96, width=128, seed=0, progress=False)
+        prepare(
+            tmp,
+            scenes=p["scenes"],
+            views=p["views"],
+            height=p["height"],
+            width=p["width"],
+            seed=p["seed"],
+            progress=False,
+        )
         cfg = C.load(
             None,
             {
                 "data": {"root": tmp},
                 "model": {"name": args.model},
-                "batch_size": 8,
+                "batch_size": batch_size,
                 "iters": 10_000,
                 "device": "cpu",
                 "regularizer": {"enabled": args.regularizer},
@@ -71,7 +83,9 @@ def main() -> None:
                 step_times.append(time.perf_counter() - t0)
         step = statistics.median(step_times)
     reg = "+3d" if args.regularizer else ""
-    print(f"# {args.model}{reg}, SynthRooms 96x128, batch 8, {args.threads} threads; medians of {args.steps}")
+    size = f"{p['height']}x{p['width']}"
+    what = f"{args.model}{reg}, SynthRooms {size}, batch {batch_size}"
+    print(f"# {what}, {args.threads} threads; medians of {args.steps}")
     print("| num_workers | loader ms/batch | step ms | loader / step |")
     print("|---:|---:|---:|---:|")
     for workers, t in loads.items():

@@ -3,25 +3,30 @@
     python benchmarks/bench_train_step.py [--models all|mtl,mtinet] [--regularizer both|on|off]
                                           [--batch-size 8] [--steps 10] [--threads 2]
 
-Default setting = the default study (params.yaml): SynthRooms 96×128, batch 8, ResNet-18 (or the
+Default setting = the default study (params.yaml: SynthRooms 48×64, batch 8, ResNet-18, or the
 backbone the study's variant of that model names, e.g. ViT-Ti for InvPT), each model's CPU recipe
 ``config/recipes/synthrooms/MODEL.yaml`` when it has one. ``--recipe FILE`` times that recipe's network
 instead, at its input size and batch, on SynthRooms data of that size (e.g. the LibMTL-matched
 ``config/recipes/nyud/mtl-libmtl.yaml``, to compare with LibMTL's own step time). ``atrc-search``
 times a step of ATRC's search supergraph (every candidate of every block runs). Every model is timed
 in the same process on the same batch (data already in memory), after warm-up; the median step
-time and its ratio to ``mtl`` (same regularizer setting) are printed. Peak memory is reported on
-CUDA only (torch does not track CPU allocations). Ratios measured in one run compare; absolute
-times depend on the machine and its load.
+time and its ratio to ``mtl`` (same regularizer setting) are printed. Peak memory: on CUDA the
+allocator's peak; on CPU each model runs in a fresh process and the column is that process's peak
+resident set (python + torch + data + model + activations + optimiser state; ~0.5 GiB of it is the
+interpreter and libraries). Ratios measured in one run compare; absolute times depend on the machine
+and its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,6 +49,19 @@ def study_backbone(model: str, default: str) -> str:
         if v["args"].get("model") == model and "backbone" in v["args"]:
             return v["args"]["backbone"]
     return default
+
+
+def study_setting() -> dict[str, Any]:
+    """Backbone, batch and image size of the default study (params.yaml's first dataset)."""
+    import yaml
+
+    ds = yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"][0]
+    return {
+        "backbone": ds["train"]["backbone"],
+        "batch_size": ds["train"]["batch-size"],
+        "height": ds["prepare"]["height"],
+        "width": ds["prepare"]["width"],
+    }
 
 
 def time_model(name: str, reg: bool, root: str, args: argparse.Namespace) -> tuple[float, float | None]:
@@ -78,6 +96,27 @@ def time_model(name: str, reg: bool, root: str, args: argparse.Namespace) -> tup
     return _time_cfg(cfg, args)
 
 
+def _child(name: str, reg: bool, root: str, args: argparse.Namespace, conn: Any) -> None:
+    torch.set_num_threads(args.threads)
+    t, _ = time_model(name, reg, root, args)
+    # ru_maxrss: KiB on Linux; the whole process (python, torch, data, model, activations, optimiser)
+    conn.send((t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    conn.close()
+
+
+def time_isolated(name: str, reg: bool, root: str, args: argparse.Namespace) -> tuple[float, float]:
+    """``time_model`` in a fresh process (spawn); returns its step time and the process's peak RSS in MiB
+    (torch does not count CPU allocations, the kernel does)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(name, reg, root, args, child))
+    proc.start()
+    child.close()
+    result = parent.recv()
+    proc.join()
+    return result
+
+
 def _time_cfg(cfg: C.TrainConfig, args: argparse.Namespace) -> tuple[float, float | None]:
     run = Run(cfg)
     sampler = StepSampler(len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed)
@@ -104,10 +143,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="all", help="comma-separated names, or all")
     ap.add_argument("--regularizer", default="both", choices=["both", "on", "off"])
-    ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--height", type=int, default=96)
-    ap.add_argument("--width", type=int, default=128)
+    default = study_setting()
+    ap.add_argument("--backbone", default=default["backbone"])
+    ap.add_argument("--batch-size", type=int, default=default["batch_size"])
+    ap.add_argument("--height", type=int, default=default["height"])
+    ap.add_argument("--width", type=int, default=default["width"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -126,7 +166,8 @@ def main() -> None:
         f"# train step, {args.backbone}, batch {args.batch_size}, {args.height}x{args.width}, "
         f"{args.threads} threads, {args.device}; median of {args.steps} steps"
     )
-    print("| model | 3D reg. | ms/step | × mtl | peak MiB |")
+    mem_col = "peak MiB (CUDA)" if args.device != "cpu" else "peak RSS MiB"
+    print(f"| model | 3D reg. | ms/step | × mtl | {mem_col} |")
     print("|---|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         prepare(tmp, scenes=6, views=2, height=args.height, width=args.width, progress=False)
@@ -135,7 +176,10 @@ def main() -> None:
             for name in names:
                 if name == "stl" and reg:
                     continue  # stl has no shared encoder
-                t, peak = time_model(name, reg, tmp, args)
+                if args.device == "cpu":
+                    t, peak = time_isolated(name, reg, tmp, args)
+                else:
+                    t, peak = time_model(name, reg, tmp, args)
                 ref = ref or t
                 mem = f"{peak:.0f}" if peak is not None else "–"
                 mark = "✓" if reg else "–"
