@@ -57,3 +57,21 @@ def test_select_delta_metrics() -> None:
     assert select_delta_metrics(metrics) == {"semseg": 41.0, "depth": 0.55}
     with pytest.raises(UserError, match="stl/edges: task 'edges' has no 'odsF'"):
         select_delta_metrics({"edges": {"AP": 70.0}}, what="stl/edges")
+
+
+def test_runs_vs_constants_compares_in_each_metrics_direction() -> None:
+    import pandas as pd
+
+    from mtl3d.metrics.baselines import runs_vs_constants
+
+    rows = [
+        {"dataset": "d", "variant": "mtl", "seed": 0, "task": "semseg", "metric": "mIoU", "value": 20.0},
+        {"dataset": "d", "variant": "mtl", "seed": 1, "task": "semseg", "metric": "mIoU", "value": 3.0},
+        {"dataset": "d", "variant": "mtl", "seed": 0, "task": "depth", "metric": "rmse", "value": 0.9},
+        {"dataset": "d", "variant": "mtl", "seed": 0, "task": "depth", "metric": "abs_rel", "value": 9.0},
+        {"dataset": "e", "variant": "mtl", "seed": 0, "task": "depth", "metric": "rmse", "value": 9.0},
+    ]
+    const = {"semseg": {"mIoU": 4.0}, "depth": {"rmse": 1.1, "abs_rel": 0.3}}
+    t = runs_vs_constants(pd.DataFrame(rows), "d", const)
+    assert list(t["beats"]) == [True, False, True]  # mIoU higher is better, rmse lower; other metrics ignored
+    assert list(t["constant"]) == [4.0, 4.0, 1.1]

@@ -8,6 +8,7 @@ predictors" is a statement in the same units as the results.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,3 +55,30 @@ def constant_baselines(
         if "edges" in tasks:
             metrics["edges"].update(torch.full((1, 1, h, w), edge_sum / max(n_px, 1)), s["edges"][None])
     return {t: m.compute() for t, m in metrics.items()}
+
+
+def runs_vs_constants(summary: Any, dataset: str, constants: dict[str, dict[str, float]]) -> Any:
+    """Every run of ``dataset`` in a study's summary (``mtl3d report collect``) against the constant
+    predictors, on each task's Δm metric: one row per (variant, seed, task) with ``beats``."""
+    import pandas as pd
+
+    from mtl3d.tasks import TASKS
+
+    rows = []
+    sub = summary[summary["dataset"] == dataset]
+    for task, const in constants.items():
+        metric, lower = TASKS[task].delta_metric, TASKS[task].lower_is_better
+        for r in sub[(sub["task"] == task) & (sub["metric"] == metric)].itertuples():
+            beats = r.value < const[metric] if lower else r.value > const[metric]
+            rows.append(
+                {
+                    "variant": r.variant,
+                    "seed": r.seed,
+                    "task": task,
+                    "metric": metric,
+                    "value": r.value,
+                    "constant": const[metric],
+                    "beats": bool(beats),
+                }
+            )
+    return pd.DataFrame(rows, columns=["variant", "seed", "task", "metric", "value", "constant", "beats"])

@@ -108,6 +108,38 @@ def figures(
     typer.echo(f"{out_dir}: {len(paths)} files")
 
 
+@app.command()
+def floor(
+    summary: Path = typer.Option(..., "--summary", help="summary.csv from `mtl3d report collect`"),
+    data_root: Path = typer.Option(..., "--data-root", help="the prepared dataset the study trained on"),
+    dataset: str = typer.Option("synthrooms", "--dataset"),
+    split: str = typer.Option("val", "--split", help="the study's eval split"),
+) -> None:
+    """Does every run beat the constant predictors (fitted on train) on every task? Exit 1 if not."""
+    from mtl3d.metrics.baselines import SUPPORTED, constant_baselines, runs_vs_constants
+    from mtl3d.reporting.collect import read_summary
+
+    try:
+        df = read_summary(summary)
+        tasks = [t for t in SUPPORTED if t in set(df[df["dataset"] == dataset]["task"])]
+        table = runs_vs_constants(
+            df, dataset, constant_baselines(dataset, data_root, tasks, eval_split=split)
+        )
+    except UserError as e:
+        _fail(e)
+    if table.empty:
+        _fail(UserError(f"no {dataset} runs with {', '.join(SUPPORTED)} in {summary}"))
+    for (task, metric), sub in table.groupby(["task", "metric"], sort=False):
+        failing = ", ".join(f"{r.variant} seed {r.seed}" for r in sub[~sub["beats"]].itertuples())
+        typer.echo(
+            f"{task:8s} {metric:6s} constant {sub['constant'].iloc[0]:.4g}; runs {sub['value'].min():.4g}"
+            f"..{sub['value'].max():.4g}; {int(sub['beats'].sum())}/{len(sub)} beat it"
+            + (f" (not: {failing})" if failing else "")
+        )
+    if not table["beats"].all():
+        raise typer.Exit(1)
+
+
 @app.command("check-study")
 def check_study(
     files: list[Path] = typer.Argument(..., help="study files (params.yaml, config/*.yaml)"),
