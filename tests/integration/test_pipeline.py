@@ -42,6 +42,7 @@ STUDIES = [
     "config/nyud.yaml",
     "config/pascal.yaml",
     "config/ablations.yaml",
+    "config/synthrooms-gpu.yaml",
 ]
 _SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
 _SMOKE_VARIANTS = _SMOKE["variants"] + _SMOKE["searched_variants"]
@@ -344,6 +345,7 @@ def test_lint_with_slurm_profile(tmp_path: Path) -> None:
     for args in (
         ("--configfile", "config/smoke.yaml"),
         ("--workflow-profile", "profiles/slurm", "--configfile", "config/nyud.yaml"),
+        ("--workflow-profile", "profiles/slurm", "--configfile", "config/synthrooms-gpu.yaml"),
     ):
         p = run(snakemake("--lint", *args), work)
         assert "Congratulations, your workflow is in a good condition" in p.stdout + p.stderr

@@ -248,6 +248,10 @@ def test_paired_t_power_matches_known_sample_sizes() -> None:
     assert seeds_needed(1.0, 1.0) == 10 and seeds_needed(0.5, 1.0) == 34
     assert paired_t_power(10, 1.0, 1.0) == pytest.approx(0.8031, abs=2e-3)
     assert paired_t_power(9, 1.0, 1.0) < 0.8
+    # far in the tails scipy's noncentral t gives NaN: power is monotone in the spread all the same
+    needed = [seeds_needed(1.0, sd) for sd in np.linspace(0.05, 0.6, 56)]
+    assert all(math.isfinite(x) for x in needed) and needed == sorted(needed)
+    assert all(0.0 <= paired_t_power(n, 1.0, 0.1) <= 1.0 for n in range(2, 40))
     # no spread measured (one seed, or identical runs): unknown, not zero seeds
     assert math.isnan(seeds_needed(1.0, 0.0)) and math.isnan(seeds_needed(1.0, math.nan))
 

@@ -500,6 +500,7 @@ STUDY_FILES = [
     "config/nyud.yaml",
     "config/pascal.yaml",
     "config/ablations.yaml",
+    "config/synthrooms-gpu.yaml",
 ]
 
 

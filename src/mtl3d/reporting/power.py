@@ -27,8 +27,15 @@ def paired_t_power(n: int, effect: float, sd: float, alpha: float = 0.05) -> flo
         return math.nan
     df = n - 1
     crit = stats.t.ppf(1 - alpha / 2, df)
-    nc = effect * math.sqrt(n) / sd
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    nc = abs(effect) * math.sqrt(n) / sd
+    upper, lower = float(stats.nct.sf(crit, df, nc)), float(stats.nct.cdf(-crit, df, nc))
+    # scipy's noncentral t returns NaN far in the tails (large nc): there the lower tail is below its
+    # nc = 0 value α/2 and vanishing, and the upper tail is the normal limit's
+    if math.isnan(lower):
+        lower = 0.0
+    if math.isnan(upper):
+        upper = float(stats.norm.sf(crit - nc))
+    return min(1.0, upper + lower)
 
 
 def seeds_needed(
