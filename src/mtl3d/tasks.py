@@ -48,11 +48,14 @@ TASKS: dict[str, TaskSpec] = {
         loss_options=("l1_normalized", "cosine"),
     ),
     "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", False),
-    # PASCAL-Context tasks (datasets added later).
+    # PASCAL-Context tasks.
     "human_parts": TaskSpec(
         "human_parts", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"
     ),
-    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "maxF", False),
+    # Δm on saliency uses the survey's image-averaged mIoU, as the only published Δm code (the MTL
+    # survey's) does; InvPT/ATRC/the 3D-aware paper report maxF (β² = 0.3, pooled: `maxF_invpt`) but
+    # compute no Δm (notes: anchors-data-eval §2). Both maxF protocols stay in every metrics.json.
+    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "mIoU", False),
 }
 
 

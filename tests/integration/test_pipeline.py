@@ -43,6 +43,7 @@ STUDIES = [
     "config/pascal.yaml",
     "config/ablations.yaml",
     "config/synthrooms-gpu.yaml",
+    "config/quick.yaml",
 ]
 _SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
 _SMOKE_VARIANTS = _SMOKE["variants"] + _SMOKE["searched_variants"]

@@ -501,6 +501,7 @@ STUDY_FILES = [
     "config/pascal.yaml",
     "config/ablations.yaml",
     "config/synthrooms-gpu.yaml",
+    "config/quick.yaml",
 ]
 
 
