@@ -211,6 +211,13 @@ def test_main_table_layout_and_values(summary: pd.DataFrame) -> None:
     assert r"\label{tab:x}" in tex and "↑" not in tex
 
 
+def test_main_table_names_variants_that_are_not_model_or_model_plus_3d(summary: pd.DataFrame) -> None:
+    abl = summary[summary["variant"] == "mtl+3d"].copy()
+    abl["variant"] = "mtl+3d@sum"
+    t = T.main_table(pd.concat([summary, abl]), "synthrooms", "stl")
+    assert [r[0] for r in t.rows] == ["stl", "mtl", "mtl", "mtl+3d@sum"]
+
+
 def test_full_and_regularizer_tables(summary: pd.DataFrame) -> None:
     full = T.main_table(summary, "synthrooms", "stl", full=True)
     assert "SemSeg pixel_acc ↑" in full.columns and "Depth abs_rel ↓" in full.columns

@@ -192,7 +192,11 @@ def main_table(
     for v in order:
         sub = agg[agg["variant"] == v]
         first = sub.iloc[0]
-        row = [str(first["model"]), "✓" if bool(first["regularizer"]) else "–"]
+        model = str(first["model"])
+        # a variant that is not just "MODEL" or "MODEL+3d" (an ablation `mtl+3d@sum`, `atrc-published`)
+        # keeps its name: otherwise its row is indistinguishable from the default's
+        label = model if v in (model, f"{model}+3d") else v
+        row = [label, "✓" if bool(first["regularizer"]) else "–"]
         vals: list[float] = []
         for t, m in cols:
             key = (v, t, m)
