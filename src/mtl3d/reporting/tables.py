@@ -155,6 +155,7 @@ def main_table(
     With ``comparisons`` (``compare.compare_hosts``), a compared variant's cell (``host+3d`` against its
     host, ``base@choice`` against ``base``) gets ``*`` where the difference is significant."""
     from mtl3d.reporting.compare import significant
+    from mtl3d.reporting.study import REG_SUFFIX
     from mtl3d.tasks import TASKS
 
     sig = _significance(comparisons, dataset, key="b")
@@ -195,7 +196,7 @@ def main_table(
         model = str(first["model"])
         # a variant that is not just "MODEL" or "MODEL+3d" (an ablation `mtl+3d@sum`, `atrc-published`)
         # keeps its name: otherwise its row is indistinguishable from the default's
-        label = model if v in (model, f"{model}+3d") else v
+        label = model if v in (model, f"{model}{REG_SUFFIX}") else v
         row = [label, "✓" if bool(first["regularizer"]) else "–"]
         vals: list[float] = []
         for t, m in cols:
