@@ -136,6 +136,21 @@ def test_only_paired_seeds(tmp_path: Path) -> None:
     assert set(df["seeds"]) == {2}
 
 
+def test_one_seed_is_never_significant(tmp_path: Path) -> None:
+    """With one paired seed the interval resamples images only: a planted +2 mIoU shift gives an interval
+    that excludes 0, yet it is not marked (it says nothing about the training variance)."""
+    from mtl3d.reporting.compare import seed_warning, significant
+
+    df = compare(_study(tmp_path, shift=2, seeds_b=(1,)), STUDY, "mtl", "mtl+3d", resamples=300)
+    r = _row(df, "semseg")
+    assert r["seeds"] == 1 and r["ci_low"] > 0
+    assert not significant(r)
+    assert significant({**r, "seeds": 2})
+    assert "mtl vs mtl+3d" in seed_warning(df) and "image sampling only" in seed_warning(df)
+    full = compare(_study(tmp_path / "3", shift=2), STUDY, "mtl", "mtl+3d", resamples=100)
+    assert seed_warning(full) is None and significant(_row(full, "semseg"))
+
+
 def test_no_reference_skips_delta_m(tmp_path: Path) -> None:
     df = compare(_study(tmp_path), STUDY, "mtl", "mtl+3d", reference="nope", resamples=50)
     assert "all" not in set(df["task"])

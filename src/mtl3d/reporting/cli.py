@@ -173,13 +173,15 @@ def compare(
 ) -> None:
     """Paired B - A differences per task and for Δm, with bootstrap 95 % CIs and p-values (per_image.npz)."""
     from mtl3d.reporting.compare import compare as do_compare
-    from mtl3d.reporting.compare import forest_figure, format_table
+    from mtl3d.reporting.compare import forest_figure, format_table, seed_warning
 
     try:
         df = do_compare(runs_root, study, a, b, dataset, reference, resamples, seed)
     except UserError as e:
         _fail(e)
     typer.echo(format_table(df))
+    if (warning := seed_warning(df)) is not None:
+        typer.echo(warning)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False, float_format="%.6g")

@@ -311,9 +311,27 @@ def read_comparisons(path: str | Path) -> pd.DataFrame | None:
     return df
 
 
+# With one paired seed the bootstrap resamples images only: its interval leaves out the training
+# variance (the larger part here: README, seed spread), so it is printed but never marked significant.
+MIN_SEEDS = 2
+
+
 def significant(row: Any) -> bool:
-    """The 95 % interval of a comparison row excludes zero."""
-    return bool(row["ci_low"] > 0 or row["ci_high"] < 0)
+    """The 95 % interval of a comparison row excludes zero, and it resampled at least ``MIN_SEEDS``
+    paired seeds (one seed gives an image-only interval that says nothing about training variance)."""
+    return bool(row["seeds"] >= MIN_SEEDS and (row["ci_low"] > 0 or row["ci_high"] < 0))
+
+
+def seed_warning(df: pd.DataFrame) -> str | None:
+    """A one-line caveat when some comparison rests on fewer than ``MIN_SEEDS`` paired seeds."""
+    few = df[df["seeds"] < MIN_SEEDS]
+    if few.empty:
+        return None
+    pairs = sorted({f"{r.a} vs {r.b}" for r in few.itertuples()})
+    return (
+        f"note: {', '.join(pairs)}: fewer than {MIN_SEEDS} paired seeds, so the interval covers image "
+        "sampling only (not training variance) and is never marked significant"
+    )
 
 
 def _row(task: str, metric: str, va: np.ndarray, vb: np.ndarray, n_seed: int, n_img: int) -> dict[str, Any]:
@@ -352,7 +370,8 @@ def format_table(df: pd.DataFrame) -> str:
 # ------------------------------------------------------------------------------------------------ figure
 def forest_figure(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> Figure:
     """Forest plot: one panel per (task, metric), since units differ (mIoU points, metres, degrees, Δm
-    in %); in each, one line per host (B − A) with its 95 % interval, filled where it excludes 0.
+    in %); in each, one line per host (B − A) with its 95 % interval, filled where it is
+    :func:`significant` (excludes 0, at least ``MIN_SEEDS`` paired seeds).
 
     ``rows``: :func:`compare` output (several comparisons may be concatenated); the host label is the
     ``host`` column if present, else ``"B − A"``.
@@ -374,7 +393,7 @@ def forest_figure(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> Figure:
         y = sub["label"].map(y_of).to_numpy()
         err = np.vstack([sub["diff"] - sub["ci_low"], sub["ci_high"] - sub["diff"]])
         ax.errorbar(sub["diff"], y, xerr=err, fmt="none", ecolor="C0", capsize=3)
-        sig = (sub["ci_low"] > 0) | (sub["ci_high"] < 0)
+        sig = sub.apply(significant, axis=1).astype(bool)
         ax.scatter(sub["diff"][sig], y[sig.to_numpy()], color="C0", zorder=3, label="CI excludes 0")
         ax.scatter(sub["diff"][~sig], y[~sig.to_numpy()], facecolor="white", edgecolor="C0", zorder=3)
         ax.axvline(0.0, color="0.3", lw=1, ls="--")

@@ -139,7 +139,7 @@ def _significance(
 
 SIG_NOTE = (
     "* the 95 % interval of the paired difference (+3d − host, or ablation − default; bootstrap over "
-    "test images and paired seeds, `mtl3d report compare`) excludes 0."
+    "test images and paired seeds, `mtl3d report compare`) excludes 0 (never marked with one seed)."
 )
 
 
