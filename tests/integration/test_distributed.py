@@ -6,13 +6,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.fakedata import make_fake_dataset
+from tests.holdstep import hold_env, wait_for_hold, write_cli
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -22,15 +22,15 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # torch runs it on CUDA only, and nothing fixes it for gradient accumulation. Frozen BN makes every
 # sample's loss independent of its batch-mates, so equal weights test exactly the gradient averaging,
 # the accumulation and the sampler's split of each step's samples.
-FROZEN_BN = """
+FREEZE_BN = """
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 _BatchNorm.train = lambda self, mode=True: nn.Module.train(self, False)
-from mtl3d.cli import main
-
-main()
 """
+FROZEN_BN = FREEZE_BN + "from mtl3d.cli import main\n\nmain()\n"
+
+HOLD_AT = 3
 
 
 def _port() -> int:
@@ -162,22 +162,27 @@ def test_ddp_and_grad_accum_equal_one_big_batch(ddp_run, tmp_path):
 def test_torchrun_sigkill_and_resume_gives_identical_weights(ddp_run, tmp_path):
     root, script, ref = ddp_run
     b = tmp_path / "b"
-    cmd = _launch(2, [str(script), *_train_args(root, b, ITERS, 2, *OPTS)])
+    held = tmp_path / "held"
+    # frozen BN as in the reference; every rank stops before step index HOLD_AT: after the checkpoint
+    # of step 2 and the unsaved step 3, so the kill lands between checkpoints at a known step
+    script_held = write_cli(tmp_path / "held_cli.py", FREEZE_BN)
+    cmd = _launch(2, [str(script_held), *_train_args(root, b, ITERS, 2, *OPTS)])
     # its own session, so that the kill below cannot reach pytest
     proc = subprocess.Popen(
-        cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd,
+        env=hold_env(ENV, HOLD_AT, held),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (b / "last.pt").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # land somewhere between checkpoints
+    wait_for_hold(proc, held)
     # torchrun starts each worker in a session of its own: kill them by pid, then torchrun's group
     for pid in _descendants(proc.pid):
         os.kill(pid, signal.SIGKILL)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(b / "last.pt", weights_only=True)["step"]
-    assert killed_at < ITERS, "training finished before the kill; make the run longer"
+    assert killed_at == 2  # the checkpoint before the held step; step 3 was trained and lost
     assert not (b / "done").exists()
 
     # resuming with another number of processes would change every later batch: refused

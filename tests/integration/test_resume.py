@@ -4,12 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from tests.fakedata import make_fake_dataset
+from tests.holdstep import hold_env, wait_for_hold, write_cli
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -85,16 +85,15 @@ def test_sigkill_and_resume_gives_identical_weights(tmp_path, model):
     root = make_fake_dataset(tmp_path / "data")
     subprocess.run(_cmd(root, tmp_path / "a", model), check=True, env=ENV)
 
-    b = tmp_path / "b"
-    proc = subprocess.Popen(_cmd(root, b, model), env=ENV)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (b / "last.pt").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # land somewhere between checkpoints
+    b, held = tmp_path / "b", tmp_path / "held"
+    # the same command through a launcher that stops before step index 4: after the checkpoint of
+    # step 3 and the unsaved step 4, so the kill lands between checkpoints at a known step
+    cli = write_cli(tmp_path / "held_cli.py")
+    proc = subprocess.Popen([sys.executable, str(cli), *_cmd(root, b, model)[3:]], env=hold_env(ENV, 4, held))
+    wait_for_hold(proc, held)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = _weights(b)["step"]
-    assert killed_at < 12, "training finished before the kill; make the run longer"
+    assert _weights(b)["step"] == 3
     assert not (b / "done").exists()
 
     subprocess.run(_cmd(root, b, model), check=True, env=ENV)
