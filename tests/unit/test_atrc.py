@@ -362,3 +362,61 @@ def test_vote_over_a_folder_of_searches_orders_them_by_seed(tmp_path):
     assert [p.split("/")[-2] for p in out["sources"]] == ["seed0", "seed2", "seed10"]
     with pytest.raises(UserError, match="no finished search"):
         vote_files([tmp_path], tmp_path / "x.json")
+
+
+# ------------------------------------------------------------------------------------ padded pixels
+
+
+def test_valid_mask_from_boxes_by_hand():
+    from mtl3d.models import valid_mask
+
+    m = valid_mask({"valid_box": torch.tensor([[1, 2, 2, 3], [0, 0, 4, 6]])}, (4, 6))
+    assert m.shape == (2, 1, 4, 6) and m.dtype == torch.bool
+    want = torch.zeros(4, 6, dtype=torch.bool)
+    want[1:3, 2:5] = True
+    assert torch.equal(m[0, 0], want) and bool(m[1].all())
+    assert valid_mask({"image": torch.zeros(1, 3, 4, 6)}, (4, 6)) is None
+
+
+def _probs_seen(model, monkeypatch, feats, size, **kw) -> list[torch.Tensor]:
+    """The spatial probabilities the T-/S-label prototypes pool with, recorded in one decode."""
+    import mtl3d.models.atrc as atrc_module
+
+    seen: list[torch.Tensor] = []
+
+    def record(prob, f):
+        seen.append(prob.detach())
+        return label_prototypes(prob, f)
+
+    monkeypatch.setattr(atrc_module, "label_prototypes", record)
+    model.decode(feats, size, **kw)
+    return seen
+
+
+def test_padded_pixels_leave_the_label_softmax(monkeypatch):
+    """Released code: padded pixels get −∞ label logits, so prototypes pool image pixels only."""
+    m = atrc(genotype="tlabel").eval()
+    x = batch(h=32, w=48)["image"]
+    box = torch.tensor([[0, 0, 32, 24], [4, 8, 20, 40]])  # (top, left, h, w) in input pixels
+    from mtl3d.models import valid_mask
+
+    valid = valid_mask({"valid_box": box}, (32, 48))
+    with torch.no_grad():
+        feats = m.encode(x)
+        masked = _probs_seen(m, monkeypatch, feats, (32, 48), valid=valid)
+        plain = _probs_seen(m, monkeypatch, feats, (32, 48))
+        off = _probs_seen(
+            atrc(genotype="tlabel", mask_padding=False).eval(), monkeypatch, feats, (32, 48), valid=valid
+        )
+    grid = feats[0].shape[-2:]  # label logits live at the finest level (1/4 here: 8x12)
+    keep = F.interpolate(valid.float(), size=grid, mode="nearest").flatten(1) > 0.5  # [B, L]
+    assert masked and len(masked) == len(plain)
+    for p in masked:  # [B, R, L]
+        assert torch.all(p[~keep[:, None, :].expand_as(p)] == 0)
+        assert torch.allclose(p.sum(-1), torch.ones(p.shape[:2]))
+    for p in (*plain, *off):  # no mask given, or masking off: padded pixels keep their mass
+        assert bool((p[~keep[:, None, :].expand_as(p)] > 0).all())
+    # a box with no pixel left at the label resolution keeps every pixel (never a 0/0 softmax)
+    empty = torch.zeros_like(valid)
+    for p in _probs_seen(m, monkeypatch, feats, (32, 48), valid=empty):
+        assert torch.isfinite(p).all()

@@ -24,7 +24,7 @@ from mtl3d.engine.checkpoint import _atomic, atomic_write_json, load_checkpoint
 from mtl3d.engine.trainer import build_branch, resolve_device, to_device
 from mtl3d.errors import UserError
 from mtl3d.metrics.registry import create_metric
-from mtl3d.models import build_model
+from mtl3d.models import build_model, decode_inputs
 from mtl3d.tasks import TASKS, classes_for, get_task
 
 PER_IMAGE_FILE = "per_image.npz"
@@ -306,7 +306,7 @@ def evaluate(
                 t0 = time.perf_counter()
                 in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
                 feats = model.encode(batch["image"])  # kept: the branch below renders from the same features
-                out = model.decode(feats, in_size)
+                out = model.decode(feats, in_size, **decode_inputs(model, batch, in_size))
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 forward_s += time.perf_counter() - t0

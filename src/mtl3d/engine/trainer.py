@@ -35,7 +35,7 @@ from mtl3d.engine.checkpoint import (
 from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
-from mtl3d.models import build_model, split_outputs
+from mtl3d.models import build_model, decode_inputs, split_outputs
 from mtl3d.tasks import classes_for, get_task
 
 # Keys that may differ when re-running a command on an existing run dir (they do not change
@@ -326,7 +326,8 @@ class Run:
         size = tuple(image.shape[-2:])
         with self.autocast():
             feats = self.model.encode(image)
-            preds, aux = split_outputs(self.model.decode(feats, size))
+            decoded = self.model.decode(feats, size, **decode_inputs(self.model, batch, size))
+            preds, aux = split_outputs(decoded)
             out = multitask_loss(
                 preds,
                 batch,

@@ -293,6 +293,7 @@ class ATRC(DenseModel):
         depth_range: list[float] | None = None,
         normal_codewords: int = 40,
         normal_coding: str = "nearest",
+        mask_padding: bool = True,
         search: bool = False,
         search_temperature: list[float] | None = None,
         search_entropy_weight: list[float] | None = None,
@@ -301,6 +302,9 @@ class ATRC(DenseModel):
     ) -> None:
         super().__init__()
         self.init_host(out_channels, backbone, pretrained)
+        # Released code: padded pixels leave the label heads' spatial softmax (logits -> -inf there), so
+        # T-/S-label prototypes pool image pixels only. False: they stay in (the paper says nothing).
+        self.mask_padding = mask_padding
         if local_border not in LOCAL_BORDERS:
             raise unknown_name("local_border", local_border, LOCAL_BORDERS)
         self.adapter = LevelAdapter(self.feature_channels, widths)
@@ -390,7 +394,11 @@ class ATRC(DenseModel):
             nn.init.zeros_(m.bias)
 
     # -- decode ---------------------------------------------------------------------------------------
-    def decode(self, features: list[Tensor], size: tuple[int, int]) -> dict[str, Any]:
+    reads_valid_mask = True
+
+    def decode(
+        self, features: list[Tensor], size: tuple[int, int], valid: Tensor | None = None
+    ) -> dict[str, Any]:
         x = self.adapter(features)
         shared = fuse_scales(x)
         aux: dict[str, dict[str, Tensor]] = {}
@@ -407,7 +415,15 @@ class ATRC(DenseModel):
             feats = {t: self.task_features[t](shared) for t in self.tasks}
         # The label heads learn from their own loss only: their input is detached (released code).
         label_logits = {t: self.label_heads[t](shared.detach()) for t in self.label_tasks}
-        probs = {t: spatial_softmax(v) for t, v in label_logits.items()}
+        keep = None
+        if self.mask_padding and valid is not None and label_logits:
+            grid = next(iter(label_logits.values())).shape[-2:]
+            keep = F.interpolate(valid.float(), size=grid, mode="nearest") > 0.5
+            keep = keep | ~keep.flatten(1).any(dim=1)[:, None, None, None]  # no pixel left: keep all
+        probs = {
+            t: spatial_softmax(v if keep is None else v.masked_fill(~keep, -math.inf))
+            for t, v in label_logits.items()
+        }
         out = {
             t: upsample_to(self.classifiers[t](self.fusion[t](t, feats, probs)), size)
             for t in self.main_tasks

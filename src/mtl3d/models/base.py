@@ -1,5 +1,9 @@
 """The model contract: ``encode(image) -> features``, ``decode(features, size) -> {task: logits}``.
 
+A model that must know which input pixels are padding (ATRC's label softmax) sets
+``reads_valid_mask = True`` and takes ``decode(features, size, valid=mask)``; callers build the keyword
+arguments with :func:`decode_inputs`, so every other model keeps the two-argument ``decode``.
+
 Deep supervision is part of the contract, not a special case: in training mode ``decode`` may add
 one extra key, :data:`AUX_KEY`, holding named auxiliary outputs ``{name: {task: logits}}`` (e.g.
 MTI-Net's initial predictions per scale). The loss weighs the final outputs by ``final_weight`` and
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 AUX_KEY = "aux"
@@ -33,6 +38,9 @@ class DenseModel(nn.Module):
     feature_channels: list[int]
     feature_strides: list[int]
     supports_regularizer: bool = True
+    # True: ``decode`` also takes ``valid`` (``[B, 1, H, W]`` bool, False on padded pixels, or None when
+    # nothing is padded); the trainer and the evaluator pass it (ATRC masks padding out of a softmax).
+    reads_valid_mask: bool = False
     final_weight: float = 1.0  # loss weight of the final outputs (× task weight)
     aux_weight: float = 1.0  # loss weight of every auxiliary (deep-supervision) output (× task weight)
 
@@ -113,3 +121,25 @@ def split_outputs(out: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, dic
     """``decode``'s result -> (task outputs, auxiliary outputs by name)."""
     aux = out.get(AUX_KEY, {})
     return {k: v for k, v in out.items() if k != AUX_KEY}, aux
+
+
+def valid_mask(batch: dict[str, Any], size: tuple[int, int]) -> Tensor | None:
+    """``[B, 1, H, W]`` bool mask of the image pixels (False where the input was padded), from the batch's
+    ``valid_box`` rows ``(top, left, h, w)``; None when the batch has no box (nothing was padded)."""
+    boxes = batch.get("valid_box")
+    if boxes is None:
+        return None
+    boxes = boxes.to(torch.long)
+    device = boxes.device
+    rows = torch.arange(size[0], device=device)
+    cols = torch.arange(size[1], device=device)
+    top, left, h, w = (boxes[:, i, None] for i in range(4))
+    in_rows = (rows >= top) & (rows < top + h)  # [B, H]
+    in_cols = (cols >= left) & (cols < left + w)  # [B, W]
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+
+
+def decode_inputs(model: nn.Module, batch: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """The keyword arguments of ``model.decode`` beyond ``(features, size)`` for this batch: ``valid``
+    for models that read it (``reads_valid_mask``), nothing for the others."""
+    return {"valid": valid_mask(batch, size)} if getattr(model, "reads_valid_mask", False) else {}
