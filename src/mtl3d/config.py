@@ -28,7 +28,8 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "val"
     hflip: bool = True  # training augmentation (K and normals follow)
-    num_workers: int = 0
+    # data-loader worker processes; None: none on a CPU, on CUDA one per free core (at most 8)
+    num_workers: int | None = None
     # Fraction of the training split used (the paper's 25/50/100 % ablation): a seeded subset of the ids
     # that depends only on the split, so every seed and model of a study sees the same images.
     train_fraction: float = 1.0

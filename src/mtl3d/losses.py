@@ -17,9 +17,13 @@ from mtl3d.tasks import get_task
 
 
 def cross_entropy(pred: Tensor, target: Tensor, ignore: int = 255) -> Tensor:
-    if not (target != ignore).any():
-        return pred.sum() * 0.0  # all-ignore batch: zero loss that still has a grad_fn
-    return F.cross_entropy(pred.float(), target.long(), ignore_index=ignore)
+    """Mean CE over the non-ignored pixels; 0 (with a gradient) when every pixel is ignored.
+
+    Sum over the count, not ``reduction="mean"``: the same number, without a data-dependent branch
+    (which on a GPU makes the host wait for the device every step).
+    """
+    ce = F.cross_entropy(pred.float(), target.long(), ignore_index=ignore, reduction="sum")
+    return ce / (target != ignore).sum().clamp(min=1)
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -36,9 +40,8 @@ def depth_berhu(pred: Tensor, target: Tensor) -> Tensor:
     """Reverse Huber: L1 below c, scaled L2 above; c = 0.2·max|err| over the batch (Laina et al.)."""
     mask = target > 0
     err = (pred.float() - target).abs()
-    if not mask.any():
-        return pred.sum() * 0.0
-    c = (0.2 * err[mask].max()).clamp(min=1e-6).detach()
+    # max over valid pixels (err >= 0, so zeroing the others changes nothing; all invalid: c = 1e-6, loss 0)
+    c = (0.2 * torch.where(mask, err, torch.zeros_like(err)).max()).clamp(min=1e-6).detach()
     loss = torch.where(err <= c, err, (err**2 + c**2) / (2 * c))
     return _masked_mean(loss, mask.float())
 

@@ -25,6 +25,7 @@ from mtl3d.models.atrc import (
 from mtl3d.models.atrc_search import (
     MixedContext,
     entropy,
+    fix_settled,
     linear_schedule,
     should_fix,
     vote,
@@ -271,14 +272,16 @@ def test_early_fixing_rule_on_planted_alpha():
     blk = MixedContext(False, 8, 4, 3, "zero_pad").train()
     t = torch.randn(1, 8, 5, 6)
     p = spatial_softmax(torch.randn(1, 3, 5, 6))
+    fix_settled([blk])  # what the model's begin_step does before each training forward
     blk(t, t, p, p)
     assert int(blk.fixed) == -1  # α = 0: uniform, keep searching
     with torch.no_grad():
         blk.alpha.copy_(torch.tensor([0.0, 0.0, 3.0, 0.0, 0.0]))  # "local" well ahead
-    blk(t, t, p, p)
+    fix_settled([blk])
     assert int(blk.fixed) == 2 and blk.choice() == "local"
     with torch.no_grad():
         blk.alpha.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0, 0.0]))  # later α changes do not unfix it
+    fix_settled([blk])
     out = blk(t, t, p, p)
     assert blk.choice() == "local"
     torch.testing.assert_close(out, blk.ops["local"](t, t, p, p))
@@ -420,3 +423,17 @@ def test_padded_pixels_leave_the_label_softmax(monkeypatch):
     empty = torch.zeros_like(valid)
     for p in _probs_seen(m, monkeypatch, feats, (32, 48), valid=empty):
         assert torch.isfinite(p).all()
+
+
+def test_fixed_choice_follows_a_loaded_checkpoint_both_ways():
+    """The block keeps its fixed choice as a Python int (no device read per forward): loading a state
+    dict must replace it, as a resumed search continues from the checkpoint's fixed blocks."""
+    torch.manual_seed(0)
+    fixed = MixedContext(False, 8, 4, 3, "zero_pad")
+    fixed.fix(2)
+    fresh = MixedContext(False, 8, 4, 3, "zero_pad")
+    assert fresh.fixed_index() == -1
+    fresh.load_state_dict(fixed.state_dict())
+    assert fresh.fixed_index() == 2 and fresh.choice() == "local"
+    fixed.load_state_dict(MixedContext(False, 8, 4, 3, "zero_pad").state_dict())
+    assert fixed.fixed_index() == -1

@@ -33,6 +33,9 @@ def _local_gpu_count():
 # `--cores N` runs N single-threaded jobs side by side (on small models that is ~1.6x the throughput
 # of one job using N threads: docs/pipeline.md). The SLURM profile sets gpu per rule itself.
 GPUS_PER_JOB = 1 if _local_gpu_count() else 0
+# A training job on a GPU uses one core for its loop and, with data.num_workers unset, up to 8 loader
+# workers (one per further core: mtl3d.engine.trainer.loader_workers); Snakemake reserves them all.
+TRAIN_THREADS = 1 + min(8, max(1, (os.cpu_count() or 1) - 1)) if GPUS_PER_JOB else 1
 # The software of every rule is this project's environment (pip install -e ., or environment.yml for
 # conda users); run Snakemake inside it. Relative to workflow/rules/. `--sdm conda` is untested.
 PROJECT_ENV = "../../environment.yml"

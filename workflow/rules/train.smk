@@ -18,7 +18,7 @@ rule train:
         PROJECT_ENV
     log:
         "logs/{study}/train/{dataset}/{variant}/seed{seed}.log",
-    threads: 1
+    threads: TRAIN_THREADS
     resources:
         gpu=GPUS_PER_JOB,
     shell:

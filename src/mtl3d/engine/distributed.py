@@ -30,12 +30,20 @@ def init_distributed(device: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device == "cuda":
+        # before the process group, so that NCCL binds each rank to its own GPU, not every rank to GPU 0
+        torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
         backend = "nccl" if device == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
-    if device == "cuda":
-        torch.cuda.set_device(info.local_rank)
     return info
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's own random streams: distinct per (seed, rank), independent of the world size."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, dtype=np.uint64)[0] % 2**63)
 
 
 def barrier(info: DistInfo) -> None:

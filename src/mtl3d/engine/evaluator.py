@@ -21,7 +21,8 @@ from mtl3d import config as C
 from mtl3d.data.registry import create_dataset, get_dataset_info
 from mtl3d.data.transforms import denormalize_image
 from mtl3d.engine.checkpoint import _atomic, atomic_write_json, load_checkpoint
-from mtl3d.engine.trainer import build_branch, resolve_device, to_device
+from mtl3d.engine.fastpath import FastPath
+from mtl3d.engine.trainer import build_branch, loader_workers, resolve_device, to_device
 from mtl3d.errors import UserError
 from mtl3d.metrics.registry import create_metric
 from mtl3d.models import build_model, decode_inputs
@@ -215,6 +216,16 @@ def _class_names(dataset: Any, task: str) -> list[str] | None:
     return list(dataset.classes) if task == "semseg" else None
 
 
+def infer(model: torch.nn.Module, batch: dict[str, Any], fast: FastPath) -> tuple[Any, dict[str, Tensor]]:
+    """Features and outputs of an eval-mode model on one batch, in the path's memory format and precision."""
+    image = fast.image(batch["image"])
+    size = (int(image.shape[-2]), int(image.shape[-1]))
+    with fast.autocast(image.device):
+        feats = model.encode(image)
+        out = model.decode(feats, size, **decode_inputs(model, batch, size))
+    return feats, out
+
+
 def evaluate(
     run_dir: str | Path,
     split: str | None = None,
@@ -260,6 +271,9 @@ def evaluate(
     )
     model.load_state_dict(ckpt["model"])
     model.to(dev).eval()
+    # channels-last on CUDA as in training; evaluation stays in full precision (the metrics are the result)
+    fast = FastPath.for_device(dev, amp=False)
+    fast.module(model)
     branch = None
     if ckpt.get("branch") is not None:
         branch = build_branch(cfg, model, num_classes)
@@ -286,7 +300,7 @@ def evaluate(
         dataset,
         batch_size=cfg.eval_batch_size,
         shuffle=False,
-        num_workers=cfg.data.num_workers,
+        num_workers=loader_workers(cfg.data.num_workers, dev),
         collate_fn=collate_eval,
     )
     pred_dir = run_dir / "predictions"
@@ -305,8 +319,7 @@ def evaluate(
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
-                feats = model.encode(batch["image"])  # kept: the branch below renders from the same features
-                out = model.decode(feats, in_size, **decode_inputs(model, batch, in_size))
+                feats, out = infer(model, batch, fast)  # feats kept: the branch renders from them below
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 forward_s += time.perf_counter() - t0

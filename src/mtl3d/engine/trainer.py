@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -28,11 +31,12 @@ from mtl3d.data.registry import create_dataset, get_dataset_info, near_far
 from mtl3d.engine.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
+    gather_rng_states,
     load_checkpoint,
-    rng_state,
-    set_rng_state,
+    restore_rng_state,
 )
-from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed, rank_seed
+from mtl3d.engine.fastpath import FastPath
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import build_model, decode_inputs, split_outputs
@@ -146,10 +150,14 @@ def is_backbone_param(name: str) -> bool:
     return name.startswith("encoder.") or ".encoder." in name
 
 
-def build_optimizer(o: C.OptimConfig, model: nn.Module, branch: nn.Module | None) -> torch.optim.Optimizer:
+def build_optimizer(
+    o: C.OptimConfig, model: nn.Module, branch: nn.Module | None, fused: bool = False
+) -> torch.optim.Optimizer:
     """Two parameter groups: heads/decoders/branch at ``lr`` (group 0), the encoder at ``backbone_lr``.
 
-    A search model's architecture parameters are left out: they get their own optimiser.
+    A search model's architecture parameters are left out: they get their own optimiser. ``fused``:
+    one kernel launch for every parameter (the CUDA path); off, torch's defaults, which keep the CPU
+    numbers (and the bit-exact resume tests) as they are.
     """
     arch = {id(p) for p in getattr(model, "arch_parameters", list)()}
     named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch]
@@ -161,13 +169,42 @@ def build_optimizer(o: C.OptimConfig, model: nn.Module, branch: nn.Module | None
     if backbone:
         lr = o.lr if o.backbone_lr is None else o.backbone_lr
         groups.append({"params": backbone, "lr": lr, "name": "backbone"})
-    # On CUDA the fused kernels (one launch for every parameter); on CPU torch's defaults, which keep the
-    # CPU numbers (and the bit-exact resume tests) as they were.
-    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-    fused = {"fused": True} if on_cuda else {}
+    kernel = {"fused": True} if fused else {}
     if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fused)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **fused)
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kernel)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **kernel)
+
+
+# Per-group settings that choose the optimiser's kernel, not its maths: they follow the machine a run
+# is on now, never the checkpoint it resumes from (a CPU checkpoint resumed on a GPU runs fused).
+_KERNEL_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    kernel = [{k: g[k] for k in _KERNEL_KEYS if k in g} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, keep in zip(opt.param_groups, kernel, strict=True):
+        for k in _KERNEL_KEYS:
+            group.pop(k, None)
+        group.update(keep)
+
+
+# Loader workers per GPU process when data.num_workers is unset: one batch of 8 at 448×576 with the pad-mode
+# augmentation takes about a second on one core, longer than a step of the paper's hosts on one GPU.
+MAX_AUTO_WORKERS = 8
+
+
+def loader_workers(requested: int | None, device: torch.device) -> int:
+    """``data.num_workers`` if set; else none on a CPU (workers would take the training's own cores) and,
+    on CUDA, the cores this process may use, shared by the processes on the machine, less one for the
+    training loop itself, at most ``MAX_AUTO_WORKERS``."""
+    if requested is not None:
+        return requested
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(MAX_AUTO_WORKERS, per_process - 1))
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -202,21 +239,61 @@ def check_same_run(saved: dict[str, Any], cfg: C.TrainConfig, path: Path) -> Non
 
 
 class TrainStep(nn.Module):
-    """Everything that gets gradients in one training forward: host model + optional branch.
+    """The training forward: host model + optional branch -> loss dict. What the step compiles and wraps.
 
-    Under torchrun this is the one module wrapped in DistributedDataParallel, so a single DDP forward
-    (``forward(batch)`` -> loss dict) covers every trained parameter (the branch's and ATRC's α too),
-    with bucketed all-reduce overlapping the backward.
+    One module holds every trained parameter (the branch's and ATRC's α too), so a single DDP forward
+    covers them, with bucketed all-reduce overlapping the backward, and ``compile: true`` traces the
+    whole forward (host, branch and losses), not only the modules' ``__call__``.
     """
 
-    def __init__(self, model: nn.Module, branch: nn.Module | None, losses: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        branch: nn.Module | None,
+        cfg: C.TrainConfig,
+        fast: FastPath,
+        device: torch.device,
+    ) -> None:
         super().__init__()
         self.model = model
         self.branch = branch
-        self._losses = losses  # Run.losses: reads run.model/run.branch, the same module objects
+        self.cfg = cfg
+        self.fast = fast
+        self.device = device
+        self.weights = {t: C.task_weight(cfg, t) for t in cfg.tasks}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        return self._losses(batch)
+        """Host loss (+ regularizer loss) of one batch; keys: tasks, ``reg/...``, ``total``."""
+        cfg, model = self.cfg, self.model
+        image = self.fast.image(batch["image"])
+        size = tuple(image.shape[-2:])
+        with self.fast.autocast(self.device):
+            feats = model.encode(image)
+            decoded = model.decode(feats, size, **decode_inputs(model, batch, size))
+            preds, aux = split_outputs(decoded)
+            out = multitask_loss(
+                preds,
+                batch,
+                self.weights,
+                losses=cfg.losses,
+                edge_pos_weight=cfg.edge_pos_weight,
+                aux=aux,
+                final_weight=model.final_weight,
+                aux_weight=model.aux_weight,
+                aux_loss=self._aux_loss,
+            )
+            for key, value in model.extra_losses().items():
+                out[key] = value
+                out["total"] = out["total"] + value
+            if self.branch is not None:
+                rendered = self.branch(feats, batch["K"], size, neighbor=self.branch.neighbor_input(batch))
+                reg = self.branch.loss(rendered, batch, self.weights, cfg.losses, cfg.edge_pos_weight)
+                out.update({k: v for k, v in reg.items() if k != "total"})
+                out["total"] = out["total"] + reg["total"]
+        return out
+
+    def _aux_loss(self, name: str, task: str, pred: Tensor, target: Tensor) -> Tensor | None:
+        return self.model.aux_loss(name, task, pred, target, self.cfg.edge_pos_weight)
 
 
 def ddp_find_unused(model: nn.Module, branch: nn.Module | None, cfg: C.TrainConfig) -> bool:
@@ -237,7 +314,10 @@ def ddp_find_unused(model: nn.Module, branch: nn.Module | None, cfg: C.TrainConf
 class Run:
     """Everything a training run builds from its config: data, model, branch, optimiser."""
 
-    def __init__(self, cfg: C.TrainConfig, dist: DistInfo | None = None) -> None:
+    def __init__(
+        self, cfg: C.TrainConfig, dist: DistInfo | None = None, fast: FastPath | None = None
+    ) -> None:
+        """``fast``: the CUDA-only settings; by default those of the run's device (none on a CPU)."""
         self.cfg = cfg
         self.dist = dist or DistInfo()
         self.device = resolve_device(cfg.device)
@@ -277,17 +357,14 @@ class Run:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             if self.branch is not None:
                 self.branch = nn.SyncBatchNorm.convert_sync_batchnorm(self.branch)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.fast = fast or FastPath.for_device(self.device, cfg.amp)
+        self.model = self.fast.module(self.model)
+        if self.branch is not None:
+            self.branch = self.fast.module(self.branch)
+        if self.fast.cudnn_benchmark:
             # fixed input sizes within a run: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
-        if cfg.compile:
-            # nn.Module.compile, not torch.compile(module): the module stays the same object with the
-            # same parameter names (no `_orig_mod.` prefix), so checkpoints, DDP and resume are unchanged.
-            self.model.compile()
-            if self.branch is not None:
-                self.branch.compile()
-        self.optimizer = build_optimizer(cfg.optim, self.model, self.branch)
+        self.optimizer = build_optimizer(cfg.optim, self.model, self.branch, fused=self.fast.fused_optimizer)
         arch = self.model.arch_parameters()
         # A search's architecture logits: Adam without weight decay and without schedule (ATRC).
         self.arch_optimizer = (
@@ -298,58 +375,31 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim, cfg.iters, steps_per_epoch)
         )
-        self.weights = {t: C.task_weight(cfg, t) for t in cfg.tasks}
-        # One process: call losses() directly, exactly as before DDP existed (bit-identical numbers).
-        self.train_step: Any = self.losses
+        self.step_module = TrainStep(self.model, self.branch, cfg, self.fast, self.device)
         self.ddp: nn.parallel.DistributedDataParallel | None = None
+        self.train_step: nn.Module = self.step_module
         if self.dist.enabled:
             cuda = self.device.type == "cuda"
             self.ddp = nn.parallel.DistributedDataParallel(
-                TrainStep(self.model, self.branch, self.losses),
+                self.step_module,
                 # init_distributed made the local rank's GPU the current one; the model lives there
                 device_ids=[torch.cuda.current_device()] if cuda else None,
                 find_unused_parameters=ddp_find_unused(self.model, self.branch, cfg),
             )
             self.train_step = self.ddp
-
-    def autocast(self):
-        if self.device.type == "cuda" and self.cfg.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        if cfg.compile:
+            # In place on the module the step calls (the DDP wrapper under torchrun): host, branch and
+            # losses are traced together; model and branch keep their parameter names, so checkpoints
+            # load either way.
+            self.train_step.compile(backend=self.fast.compile_backend)
+        # The training streams (dropout, the regularizer's stratified samples) differ per rank; in one
+        # process they continue from the seed as they always have.
+        if self.dist.enabled:
+            seed_everything(rank_seed(cfg.seed, self.dist.rank))
 
     def losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Host loss (+ regularizer loss) of one batch; keys: tasks, ``reg/...``, ``total``."""
-        cfg = self.cfg
-        image = batch["image"]
-        if self.device.type == "cuda":
-            image = image.contiguous(memory_format=torch.channels_last)
-        size = tuple(image.shape[-2:])
-        with self.autocast():
-            feats = self.model.encode(image)
-            decoded = self.model.decode(feats, size, **decode_inputs(self.model, batch, size))
-            preds, aux = split_outputs(decoded)
-            out = multitask_loss(
-                preds,
-                batch,
-                self.weights,
-                losses=cfg.losses,
-                edge_pos_weight=cfg.edge_pos_weight,
-                aux=aux,
-                final_weight=self.model.final_weight,
-                aux_weight=self.model.aux_weight,
-                aux_loss=lambda name, task, pred, target: self.model.aux_loss(
-                    name, task, pred, target, cfg.edge_pos_weight
-                ),
-            )
-            for key, value in self.model.extra_losses().items():
-                out[key] = value
-                out["total"] = out["total"] + value
-            if self.branch is not None:
-                rendered = self.branch(feats, batch["K"], size, neighbor=self.branch.neighbor_input(batch))
-                reg = self.branch.loss(rendered, batch, self.weights, cfg.losses, cfg.edge_pos_weight)
-                out.update({k: v for k, v in reg.items() if k != "total"})
-                out["total"] = out["total"] + reg["total"]
-        return out
+        """Host loss (+ regularizer loss) of one batch, uncompiled and unwrapped."""
+        return self.step_module(batch)
 
     def clip_groups(self) -> list[list[nn.Parameter]]:
         groups = (
@@ -361,11 +411,12 @@ class Run:
             groups = [*groups, list(self.branch.parameters())]
         return groups
 
-    def step(self, batch: dict[str, Any] | list[dict[str, Any]], step: int = 0) -> dict[str, float]:
+    def step(self, batch: dict[str, Any] | list[dict[str, Any]], step: int = 0) -> dict[str, Tensor]:
         """One optimisation step over a batch or a list of micro-batches (gradient accumulation).
 
-        ``step`` (0-based) drives the model's own schedules (a search's). Logged losses are the mean
-        over the micro-batches.
+        ``step`` (0-based) drives the model's own schedules (a search's). Returns the losses, mean over
+        the micro-batches, as detached tensors on the device: reading them waits for the device, so
+        the caller does it only when it logs (``loss_values``).
         """
         micro = batch if isinstance(batch, list) else [batch]
         self.model.train()
@@ -375,7 +426,7 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         if self.arch_optimizer is not None:
             self.arch_optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}
         for i, b in enumerate(micro):
             last = i == len(micro) - 1
             # DDP all-reduces only on the last micro-batch's backward; the others accumulate locally.
@@ -385,7 +436,8 @@ class Run:
                 total = out["total"] if len(micro) == 1 else out["total"] / len(micro)
                 total.backward()
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                v = v.detach().float()
+                sums[k] = sums[k] + v if k in sums else v
         if self.cfg.optim.grad_clip:
             for group in self.clip_groups():
                 torch.nn.utils.clip_grad_norm_(group, self.cfg.optim.grad_clip)
@@ -393,9 +445,10 @@ class Run:
         if self.arch_optimizer is not None:
             self.arch_optimizer.step()
         self.scheduler.step()
-        return {k: v / len(micro) for k, v in sums.items()}
+        return sums if len(micro) == 1 else {k: v / len(micro) for k, v in sums.items()}
 
     def state(self, step: int) -> dict[str, Any]:
+        """The checkpoint; under torchrun every rank must call it (it gathers each rank's RNG state)."""
         return {
             "step": step,
             "model": self.model.state_dict(),
@@ -403,7 +456,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "arch_optimizer": self.arch_optimizer.state_dict() if self.arch_optimizer is not None else None,
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng_state(),
+            "rng": gather_rng_states(self.device, self.dist),
             "config": C.to_dict(self.cfg),
             "num_classes": self.num_classes,
         }
@@ -412,12 +465,21 @@ class Run:
         self.model.load_state_dict(ckpt["model"])
         if self.branch is not None and ckpt.get("branch") is not None:
             self.branch.load_state_dict(ckpt["branch"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer"])
         if self.arch_optimizer is not None:
-            self.arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
+            load_optimizer_state(self.arch_optimizer, ckpt["arch_optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
+        warning = restore_rng_state(ckpt["rng"], self.device, self.dist)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         return int(ckpt["step"])
+
+
+def loss_values(losses: dict[str, Tensor]) -> dict[str, float]:
+    """The losses as floats, read from the device in one transfer."""
+    keys = list(losses)
+    values = torch.stack([losses[k].float() for k in keys]).tolist() if keys else []
+    return dict(zip(keys, values, strict=True))
 
 
 def check_same_world(info_path: Path, dist: DistInfo) -> None:
@@ -511,13 +573,15 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         sampler = StepSampler(
             len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist, cfg.grad_accum
         )
+        workers = loader_workers(cfg.data.num_workers, run.device)
         loader = DataLoader(
             run.train_set,
             batch_sampler=sampler,
-            num_workers=cfg.data.num_workers,
+            num_workers=workers,
             pin_memory=run.device.type == "cuda",
             # workers stay alive across epochs of the step sampler (no re-fork per epoch)
-            persistent_workers=cfg.data.num_workers > 0,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
             # Its own generator: creating the iterator draws a base seed, which from the global RNG
             # would shift every later random draw (dropout, the regularizer's stratified samples) by
             # one on resume, since a resumed run creates its iterator after restoring the RNG state.
@@ -533,6 +597,7 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         t0 = time.perf_counter() - elapsed
         step = start
         micro: list[dict[str, Any]] = []
+        last_checked = start
         for batch in loader:
             micro.append(to_device(batch, run.device))
             if len(micro) < cfg.grad_accum:
@@ -541,24 +606,36 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
             losses = run.step(micro if cfg.grad_accum > 1 else micro[0], step)
             micro = []
             step += 1
-            if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
-                raise UserError(f"loss became non-finite at step {step} ({losses}); lower the learning rate")
-            if step % cfg.log_every == 0 or step == cfg.iters:
+            log = step % cfg.log_every == 0 or step == cfg.iters
+            save = step % cfg.ckpt_every == 0 or step == cfg.iters
+            if not (log or save):
+                bar.update(1)
+                continue  # no read of the losses: the host does not wait for the device between logs
+            values = loss_values(losses)
+            if not all(math.isfinite(v) for v in values.values()):
+                raise UserError(
+                    f"loss became non-finite between steps {last_checked + 1} and {step} ({values}); "
+                    "lower the learning rate"
+                )
+            last_checked = step
+            if log:
                 rows.append(
                     {
                         "step": step,
                         "lr": lr,
                         "time_s": time.perf_counter() - t0,
-                        **{f"loss/{k}": v for k, v in losses.items()},
+                        **{f"loss/{k}": v for k, v in values.items()},
                     }
                 )
-                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if "/" not in k})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if "/" not in k})
             bar.update(1)
-            if dist.is_main and (step % cfg.ckpt_every == 0 or step == cfg.iters):
-                # Log first: a kill between the two writes leaves log rows past the checkpoint,
-                # which resume drops (_read_log upto), never a checkpoint past the log's last row.
-                atomic_write_text(log_path, _log_csv(rows))
-                atomic_torch_save(ckpt_path, run.state(step))
+            if save:
+                state = run.state(step)  # every rank: it gathers each rank's random state
+                if dist.is_main:
+                    # Log first: a kill between the two writes leaves log rows past the checkpoint,
+                    # which resume drops (_read_log upto), never a checkpoint past the log's last row.
+                    atomic_write_text(log_path, _log_csv(rows))
+                    atomic_torch_save(ckpt_path, state)
         bar.close()
         if dist.is_main:
             if step < cfg.iters:  # defensive: the sampler always yields up to iters

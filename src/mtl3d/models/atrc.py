@@ -472,12 +472,14 @@ class ATRC(DenseModel):
         """Set this step's Gumbel temperature and entropy weight (linear schedules over the run)."""
         if not self.search:
             return
-        from mtl3d.models.atrc_search import blocks, linear_schedule
+        from mtl3d.models.atrc_search import blocks, fix_settled, linear_schedule
 
         tau = linear_schedule(*self.search_temperature, step, total)
         self._entropy_weight = linear_schedule(*self.search_entropy_weight, step, total)
         for _, _, blk in blocks(self):
             blk.temperature, blk.margin = tau, self.search_fix_margin
+        if self.training:
+            fix_settled([blk for _, _, blk in blocks(self)])
 
     def extra_losses(self) -> dict[str, Tensor]:
         """The search's entropy regulariser ω_H · mean_j H(softmax α_j) (weighted: it joins the total)."""

@@ -35,10 +35,30 @@ def linear_schedule(start: float, end: float, step: int, total: int) -> float:
     return start + (end - start) * min(max(step, 0), total) / max(total, 1)
 
 
+def _settled(alpha: Tensor, margin: float) -> Tensor:
+    top = alpha.softmax(-1).topk(2).values
+    return top[0] - top[1] >= margin
+
+
 def should_fix(alpha: Tensor, margin: float = FIX_MARGIN) -> bool:
     """Early-fixing rule: the two largest softmax(α) probabilities differ by at least ``margin``."""
-    top = alpha.softmax(-1).topk(2).values
-    return bool(top[0] - top[1] >= margin)
+    return bool(_settled(alpha, margin))
+
+
+def fix_settled(blks: list[MixedContext]) -> None:
+    """Fix every still-searched block whose α passes the early-fixing rule (before a training forward).
+
+    One read from the device for all blocks together, not one per block and forward.
+    """
+    open_ = [b for b in blks if b.fixed_index() < 0]
+    if not open_:
+        return
+    with torch.no_grad():
+        rows = [torch.stack((_settled(b.alpha, b.margin).long(), b.alpha.argmax())) for b in open_]
+        decisions = torch.stack(rows).tolist()
+    for blk, (settled, best) in zip(open_, decisions, strict=True):
+        if settled:
+            blk.fix(best)
 
 
 def entropy(alpha: Tensor) -> Tensor:
@@ -64,28 +84,47 @@ class MixedContext(nn.Module):
         )
         self.alpha = nn.Parameter(torch.zeros(len(self.candidates)))
         self.register_buffer("fixed", torch.tensor(-1))
+        # ``fixed`` as a Python int, so that the forward never reads the device; None: read it again
+        # (after a checkpoint was loaded into the buffer)
+        self._fixed: int | None = None
+        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_fixed", None))
         self.temperature = TEMPERATURE[0]
         self.margin = FIX_MARGIN
 
+    def fixed_index(self) -> int:
+        if self._fixed is None:
+            self._fixed = int(self.fixed)
+        return self._fixed
+
+    def fix(self, index: int) -> None:
+        self.fixed.fill_(index)
+        self._fixed = int(index)
+
     def choice(self) -> str:
-        i = int(self.fixed) if int(self.fixed) >= 0 else int(self.alpha.argmax())
-        return self.candidates[i]
+        i = self.fixed_index()
+        return self.candidates[i if i >= 0 else int(self.alpha.argmax())]
+
+    def _chosen(self) -> int | None:
+        """The one candidate the block computes (fixed, or argmax in eval), or None while it is searched."""
+        if self.fixed_index() >= 0 or not self.training:
+            return self.candidates.index(self.choice())
+        return None
 
     def weights(self) -> Tensor:
-        if self.training and int(self.fixed) < 0 and should_fix(self.alpha.detach(), self.margin):
-            self.fixed.fill_(int(self.alpha.argmax()))
-        if int(self.fixed) >= 0 or not self.training:
-            return F.one_hot(torch.tensor(self.candidates.index(self.choice())), len(self.candidates)).to(
-                self.alpha
-            )
+        chosen = self._chosen()
+        if chosen is not None:
+            w = torch.zeros_like(self.alpha)  # made on the device: no host tensor to copy over every forward
+            w[chosen] = 1.0
+            return w
         return F.gumbel_softmax(self.alpha, tau=self.temperature, hard=False)
 
     def forward(self, target: Tensor, source: Tensor, prob_t: Tensor | None, prob_s: Tensor | None) -> Tensor:
+        chosen = self._chosen()
         w = self.weights()
         out = None
         # "none" contributes nothing, but its weight still takes part in the softmax (and gets a gradient).
         for i, name in enumerate(self.candidates[1:], start=1):
-            if not w.requires_grad and float(w[i]) == 0.0:
+            if chosen is not None and i != chosen:
                 continue  # a one-hot choice: skip the candidates it zeroes (same output, less work)
             y = w[i] * self.ops[name](target, source, prob_t, prob_s)
             out = y if out is None else out + y
@@ -117,7 +156,7 @@ def block_probabilities(model: nn.Module) -> dict[str, dict[str, dict[str, float
 def write_genotype(model: nn.Module, path: str | Path, **extra: object) -> Path:
     """The search model's genotype (with its α probabilities and which blocks were fixed early) as JSON."""
     path = Path(path)
-    fixed = {f"{t}<-{s}": blk.choice() for t, s, blk in blocks(model) if int(blk.fixed) >= 0}
+    fixed = {f"{t}<-{s}": blk.choice() for t, s, blk in blocks(model) if blk.fixed_index() >= 0}
     text = genotype_json(
         model.current_genotype(), probabilities=block_probabilities(model), fixed_early=fixed, **extra
     )

@@ -138,7 +138,8 @@ class TaskSpaceAttention(nn.Module):
     def _resize_scores(scores: Tensor, tasks: int, src: Sequence[int], dst: Sequence[int]) -> Tensor:
         """[B, h, T·src, K] scores -> [B, h, T·dst, K], resized bilinearly along each task's query grid."""
         b, h, _, k = scores.shape
-        x = scores.view(b * h * tasks, src[0], src[1], k).permute(0, 3, 1, 2)
+        # reshape, not view: on the CUDA path the scores come from channels-last maps, not contiguous
+        x = scores.reshape(b * h * tasks, src[0], src[1], k).permute(0, 3, 1, 2)
         x = upsample_to(x, dst).permute(0, 2, 3, 1)
         return x.reshape(b, h, tasks * dst[0] * dst[1], k)
 

@@ -90,14 +90,13 @@ class LabelSpace(nn.Module):
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy of ``logits [B,R,h,w]`` against ``target`` mapped into the label space."""
         logits = _to_label_size(logits, target)
-        idx = self.index(target).to(logits.device)
+        idx = self.index(target)
         n_valid = (idx != IGNORE_INDEX).sum()
-        if n_valid == 0:
-            return _zero_loss(logits)
         weight = self.class_weight(idx)
         ce = F.cross_entropy(logits, idx, weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
-        # Normalised by the number of valid pixels, not by the weight sum (ATRC's CrossEntropyLoss).
-        return ce.sum() / n_valid
+        # Normalised by the number of valid pixels, not by the weight sum (ATRC's CrossEntropyLoss);
+        # with none, ce is all zero: a zero loss with a gradient, and no branch for the host to wait on.
+        return ce.sum() / n_valid.clamp(min=1)
 
 
 class ClassLabels(LabelSpace):
@@ -400,8 +399,8 @@ class NormalCodebook(LabelSpace):
         """Nearest codeword ``[B,H,W]`` of each normal; :data:`IGNORE_INDEX` where all-zero."""
         flat = label.float().permute(0, 2, 3, 1).reshape(-1, 3)
         valid = flat.abs().sum(dim=1) > 0
-        idx = torch.full((flat.shape[0],), IGNORE_INDEX, dtype=torch.long, device=label.device)
-        idx[valid] = _nearest(flat[valid], self.codewords.to(flat))
+        # every pixel's nearest codeword, then ignore the invalid: no data-dependent size (no host wait)
+        idx = torch.where(valid, _nearest(flat, self.codewords.to(flat)), IGNORE_INDEX)
         b, _, h, w = label.shape
         return idx.view(b, h, w)
 
@@ -441,16 +440,16 @@ class NormalCodebook(LabelSpace):
         """
         b, _, h, w = label.shape
         flat = label.float().permute(0, 2, 3, 1).reshape(-1, 3)
-        valid = flat.abs().sum(dim=1) > 0
-        idx = torch.zeros(flat.shape[0], 3, dtype=torch.long, device=label.device)
-        wt = torch.zeros(flat.shape[0], 3, dtype=flat.dtype, device=label.device)
-        if valid.any():
-            x = F.normalize(flat[valid], dim=1)
-            if self.coding == "nearest":
-                idx[valid] = _nearest(x, self.codewords.to(x))[:, None].repeat(1, 3)
-                wt[valid, 0] = 1.0
-            else:
-                idx[valid], wt[valid] = self._triangular(x)
+        valid = (flat.abs().sum(dim=1) > 0)[:, None]
+        # Every pixel is coded, the invalid ones then zeroed: no data-dependent size (no host wait).
+        x = F.normalize(flat, dim=1)
+        if self.coding == "nearest":
+            idx = _nearest(x, self.codewords.to(x))[:, None].repeat(1, 3)
+            wt = F.one_hot(torch.zeros_like(idx[:, 0]), 3).to(flat.dtype)
+        else:
+            idx, wt = self._triangular(x)
+        idx = torch.where(valid, idx, 0)
+        wt = torch.where(valid, wt, 0.0)
         return idx.view(b, h, w, 3).permute(0, 3, 1, 2), wt.view(b, h, w, 3).permute(0, 3, 1, 2)
 
     def targets(self, label: Tensor) -> Tensor:
@@ -463,10 +462,7 @@ class NormalCodebook(LabelSpace):
             return super().loss(logits, target)
         logits = _to_label_size(logits, target)
         idx, wt = self.encode(target)
-        idx, wt = idx.to(logits.device), wt.to(logits.device)
-        n_valid = (wt.sum(dim=1) > 0).sum()
-        if n_valid == 0:
-            return _zero_loss(logits)
+        n_valid = (wt.sum(dim=1) > 0).sum().clamp(min=1)
         # Soft-target CE from the three nonzero targets only: no dense [B,K,H,W] target needed.
         logp = torch.log_softmax(logits, dim=1).gather(1, idx)
         return -(wt * logp).sum() / n_valid
