@@ -72,17 +72,17 @@ def _launch(nproc: int, script: list[str]) -> list[str]:
     ]
 
 
-def _train_args(root, out, iters: int, batch: int, *extra: str) -> list[str]:
+MTL = ("--model", "mtl", "--backbone", "resnet10t", "--set", "model.head_channels=8")
+
+
+def _train_args(root, out, iters: int, batch: int, *extra: str, model: tuple[str, ...] = MTL) -> list[str]:
     return [
         "train",
         "--dataset",
         "synthrooms",
         "--data-root",
         str(root),
-        "--model",
-        "mtl",
-        "--backbone",
-        "resnet10t",
+        *model,
         "--iters",
         str(iters),
         "--batch-size",
@@ -91,8 +91,6 @@ def _train_args(root, out, iters: int, batch: int, *extra: str) -> list[str]:
         "3",
         "--device",
         "cpu",
-        "--set",
-        "model.head_channels=8",
         *extra,
         "--quiet",
         "--out",
@@ -160,13 +158,18 @@ def test_ddp_and_grad_accum_equal_one_big_batch(ddp_run, tmp_path):
 
 
 def test_torchrun_sigkill_and_resume_gives_identical_weights(ddp_run, tmp_path):
-    root, script, ref = ddp_run
+    """With the regularizer: its stratified ray samples come from each rank's own random stream, which
+    the checkpoint must hold for every rank (rank 0's state restored on every rank would differ)."""
+    root, script, _ = ddp_run
+    reg = ["--regularizer"]
+    ref = tmp_path / "ref"
+    _run(_launch(2, [str(script), *_train_args(root, ref, ITERS, 2, *OPTS, *reg)]))
     b = tmp_path / "b"
     held = tmp_path / "held"
     # frozen BN as in the reference; every rank stops before step index HOLD_AT: after the checkpoint
     # of step 2 and the unsaved step 3, so the kill lands between checkpoints at a known step
     script_held = write_cli(tmp_path / "held_cli.py", FREEZE_BN)
-    cmd = _launch(2, [str(script_held), *_train_args(root, b, ITERS, 2, *OPTS)])
+    cmd = _launch(2, [str(script_held), *_train_args(root, b, ITERS, 2, *OPTS, *reg)])
     # its own session, so that the kill below cannot reach pytest
     proc = subprocess.Popen(
         cmd,
@@ -187,14 +190,14 @@ def test_torchrun_sigkill_and_resume_gives_identical_weights(ddp_run, tmp_path):
 
     # resuming with another number of processes would change every later batch: refused
     r = subprocess.run(
-        _launch(1, [str(script), *_train_args(root, b, ITERS, 2, *OPTS)]),
+        _launch(1, [str(script), *_train_args(root, b, ITERS, 2, *OPTS, *reg)]),
         env=ENV,
         capture_output=True,
         text=True,
     )
     assert r.returncode == 2 and "trained with 2 process(es), now 1" in r.stderr, r.stderr[-2000:]
 
-    _run(_launch(2, [str(script), *_train_args(root, b, ITERS, 2, *OPTS)]))
+    _run(_launch(2, [str(script), *_train_args(root, b, ITERS, 2, *OPTS, *reg)]))
     assert (b / "done").exists()
     wa, wb = _model(ref), _model(b)
     assert wa.keys() == wb.keys()
@@ -202,3 +205,32 @@ def test_torchrun_sigkill_and_resume_gives_identical_weights(ddp_run, tmp_path):
         assert torch.equal(v, wb[k]), k  # gloo's 2-rank sum is deterministic: bit-identical
     log = (b / "train_log.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in log[1:]] == [str(i) for i in range(1, ITERS + 1)]
+
+
+FAMILIES = {
+    # HRNet backbone (PAD-Net/MTI-Net family), a ViT (InvPT), ATRC with its label heads; resnet CNNs above
+    "mtinet-hrnet": [
+        "--model", "mtinet", "--backbone", "hrnet_w18_small_v2", "--set", "model.options.widths=8,8,16,16",
+    ],
+    "invpt-vit": [
+        "--model", "invpt", "--backbone", "vit_tiny_patch16_224", "--set", "model.options.patch_size=8",
+        "--set", "model.options.taps=1,2,3,4", "--set", "model.options.decoder_dim=16",
+    ],
+    "atrc": [
+        "--model", "atrc", "--set", "model.genotype=nyud_hrnet18", "--set", "model.options.widths=8,8,16,16",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_model_family_trains_under_torchrun(family, ddp_run, tmp_path):
+    """DDP wraps host + branch of each family (find_unused where needed); logs finite losses on both ranks."""
+    root, _, _ = ddp_run
+    out = tmp_path / family
+    args = _train_args(
+        root, out, 2, 2, "--regularizer", "--set", "log_every=1", model=tuple(FAMILIES[family])
+    )
+    _run(_launch(2, ["-m", "mtl3d.cli", *args]))
+    assert (out / "done").is_file()
+    log = (out / "train_log.csv").read_text().splitlines()
+    assert len(log) == 3 and "nan" not in log[-1] and "inf" not in log[-1]

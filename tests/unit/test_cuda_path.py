@@ -260,3 +260,42 @@ def test_rank_streams_differ_and_one_process_keeps_the_seed(data, monkeypatch):
         dist.destroy_process_group()
     assert not torch.equal(draws[0], draws[1])
     assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], next(one.model.parameters()))
+
+
+def test_sync_bn_is_converted_before_the_optimiser_and_the_ddp_wrap(data, monkeypatch):
+    """sync_bn under torchrun: every BatchNorm of host and branch is a SyncBatchNorm inside the DDP-wrapped
+    step, and the optimiser holds the converted layers' parameters. SyncBatchNorm and a DDP holding it run
+    on CUDA only, so the layers are built here, not run: DDP is replaced by a recorder of what it wraps."""
+    from torch import nn
+
+    from mtl3d.engine import trainer
+
+    class WrapRecorder(nn.Module):
+        def __init__(self, module: nn.Module, **kwargs) -> None:
+            super().__init__()
+            self.module, self.kwargs = module, kwargs
+            self.types_at_wrap = [type(m) for m in module.modules()]
+
+    monkeypatch.setattr(trainer, "require_sync_bn_device", lambda device: None)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", WrapRecorder)
+    cfg = C.load(
+        None,
+        {
+            "data": {"root": data},
+            "model": {"options": {"head_channels": 8}},
+            "batch_size": 2,
+            "iters": 2,
+            "device": "cpu",
+            "sync_bn": True,
+            "regularizer": {"enabled": True},
+        },
+    )
+    run = Run(cfg, DistInfo(rank=0, world_size=2))
+    assert isinstance(run.ddp, WrapRecorder) and run.train_step is run.ddp
+    wrapped = run.ddp.module
+    assert wrapped.model is run.model and wrapped.branch is run.branch
+    bn_types = [t for t in run.ddp.types_at_wrap if issubclass(t, nn.modules.batchnorm._BatchNorm)]
+    assert bn_types and set(bn_types) == {nn.SyncBatchNorm}
+    bns = [m for m in wrapped.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    in_optimizer = {id(p) for g in run.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in in_optimizer for m in bns for p in m.parameters())

@@ -296,6 +296,11 @@ class TrainStep(nn.Module):
         return self.model.aux_loss(name, task, pred, target, self.cfg.edge_pos_weight)
 
 
+def require_sync_bn_device(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise UserError("sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
+
+
 def ddp_find_unused(model: nn.Module, branch: nn.Module | None, cfg: C.TrainConfig) -> bool:
     """Whether some trained parameter can get no gradient in a step (DDP then must search the graph).
 
@@ -350,8 +355,7 @@ class Run:
         if reg.enabled:
             self.branch = build_branch(cfg, self.model, self.num_classes).to(self.device)
         if cfg.sync_bn and self.dist.enabled:
-            if self.device.type != "cuda":
-                raise UserError("sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
+            require_sync_bn_device(self.device)
             # In place below the top level (neither model nor branch is itself a BatchNorm); before the
             # optimiser is built so that it holds the converted layers' parameters.
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
