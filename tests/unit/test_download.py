@@ -803,3 +803,7 @@ def test_raw_naming_a_file_is_a_one_line_error(tmp_path):
         with pytest.raises(UserError, match="a file, not a folder"):
             D.source_dir("nyud", None, raw, sources=sources, progress=False)
     assert afile.read_text() == "not a folder"
+    # a folder where the archive should go
+    (tmp_path / "raw" / NAME).mkdir(parents=True)
+    with pytest.raises(UserError, match=f"{tmp_path / 'raw' / NAME} is not a file; move it away"):
+        D.download("nyud", None, tmp_path / "raw", sources=sources, progress=False)

@@ -865,6 +865,8 @@ def download_verified(
     out = []
     for f in spec.files:
         final = raw / f.name
+        if final.exists() and not final.is_file():
+            raise UserError(f"{final} is not a file; move it away so that {f.name} can be downloaded there")
         if final.is_file():
             try:
                 out.append(_verify_present(spec, f, final, raw, lock, progress))
