@@ -1,7 +1,9 @@
 """A local HTTP server for download tests: serves a folder on 127.0.0.1 (random port), with Range support.
 
 It can be told to answer 404 for a path, to cut the connection after N body bytes (once), to serve other
-bytes than the file's, or to ignore Range headers; it records every request it gets.
+bytes than the file's, to ignore Range headers, or to send no validators (ETag, Last-Modified); it
+honours If-Range (a validator that does not match the current bytes gets the whole file, 200) and
+records every request it gets.
 
 Use the class as a context manager, or the ``http_server`` fixture from another test module::
 
@@ -14,6 +16,7 @@ Use the class as a context manager, or the ``http_server`` fixture from another 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterator
@@ -30,6 +33,7 @@ class Request:
     method: str
     path: str  # without the leading "/"
     range: str | None  # the Range header as sent
+    if_range: str | None = None  # the If-Range header as sent
 
 
 class LocalHTTPServer:
@@ -41,6 +45,7 @@ class LocalHTTPServer:
         self.cut_after: dict[str, int] = {}  # path -> bytes of body sent before the connection drops (once)
         self.overrides: dict[str, bytes] = {}  # path -> bytes served instead of the file
         self.ranges = True  # False: ignore Range and always answer 200 with the whole file
+        self.validators = True  # False: send neither ETag nor Last-Modified
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -55,6 +60,11 @@ class LocalHTTPServer:
 
     def serve_bytes(self, path: str, data: bytes) -> None:
         self.overrides[path] = data
+
+    def etag(self, path: str) -> str:
+        """The ETag the server sends for ``path`` now."""
+        data = self.overrides[path] if path in self.overrides else (self.root / path).read_bytes()
+        return _etag(data)
 
     def requests_for(self, path: str) -> list[Request]:
         with self._lock:
@@ -104,6 +114,11 @@ class LocalHTTPServer:
             return self.cut_after.pop(path, None)
 
 
+def _etag(data: bytes) -> str:
+    """A strong ETag from the content, so bytes that change get a new one."""
+    return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: LocalHTTPServer
     protocol_version = "HTTP/1.1"
@@ -121,15 +136,20 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.owner
         path = unquote(urlsplit(self.path).path).lstrip("/")
         rng = self.headers.get("Range")
-        srv._record(Request(self.command, path, rng))
+        if_range = self.headers.get("If-Range")
+        srv._record(Request(self.command, path, rng, if_range))
         file = srv.root / path
         if path in srv.not_found or (path not in srv.overrides and not file.is_file()):
             self._empty(404)
             return
         data = srv.overrides[path] if path in srv.overrides else file.read_bytes()
         total = len(data)
+        etag = _etag(data)
+        last_modified = self.date_time_string(int(file.stat().st_mtime)) if file.is_file() else None
         start, end, status = 0, total - 1, 200
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+        if if_range is not None and if_range not in (etag, last_modified):
+            m = None  # the file changed since the client's copy: the whole file
         if m and srv.ranges:
             start = int(m.group(1))
             end = min(int(m.group(2)), total - 1) if m.group(2) else total - 1
@@ -142,6 +162,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Accept-Ranges", "bytes" if srv.ranges else "none")
+        if srv.validators:
+            self.send_header("ETag", etag)
+            if last_modified is not None:
+                self.send_header("Last-Modified", last_modified)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
         cut = srv._take_cut(path) if body else None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import logging
+import shutil
 import socket
 import tarfile
 import zipfile
@@ -221,26 +223,64 @@ def test_interrupted_transfer_resumes_with_range(tmp_path, http_server):  # noqa
     raw = tmp_path / "raw"
     got = D.download("nyud", "atrc", raw, sources=_sources(tmp_path, [url], sha256=_sha(arc)), progress=False)
     assert got == {NAME: _sha(arc)} and _leftovers(raw) == [NAME]
-    assert [r.range for r in http_server.requests] == [None, "bytes=4096-"]
+    assert [(r.range, r.if_range) for r in http_server.requests] == [
+        (None, None),
+        ("bytes=4096-", http_server.etag(NAME)),  # resumed only if the server still has the same file
+    ]
+    assert not (raw / f"{NAME}.part.validator.json").exists()
+
+
+def test_interrupted_transfer_without_validator_starts_over(tmp_path, http_server):  # noqa: F811
+    arc = _archive(tmp_path)
+    url = _serve(http_server, arc)
+    http_server.validators = False  # no ETag, no Last-Modified: a resume could splice two files
+    http_server.cut_once(NAME, 4096)
+    raw = tmp_path / "raw"
+    got = D.download("nyud", "atrc", raw, sources=_sources(tmp_path, [url]), progress=False)
+    assert got == {NAME: _sha(arc)} and _leftovers(raw) == [NAME]
+    assert [r.range for r in http_server.requests] == [None, None]
+
+
+def _leave_part(raw: Path, data: bytes, url: str, validator: str | None) -> None:
+    """What a killed download leaves: the .part and, if the server sent one, its validator."""
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{NAME}.part").write_bytes(data)
+    if validator is not None:
+        (raw / f"{NAME}.part.validator.json").write_text(json.dumps({"url": url, "validator": validator}))
 
 
 def test_leftover_part_is_resumed(tmp_path, http_server):  # noqa: F811
     arc = _archive(tmp_path)
     url = _serve(http_server, arc)
     raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / f"{NAME}.part").write_bytes(arc.read_bytes()[:3000])
+    _leave_part(raw, arc.read_bytes()[:3000], url, http_server.etag(NAME))
     D.download("nyud", None, raw, sources=_sources(tmp_path, [url]), progress=False)
-    assert [r.range for r in http_server.requests] == ["bytes=3000-"]
+    assert [(r.range, r.if_range) for r in http_server.requests] == [("bytes=3000-", http_server.etag(NAME))]
     assert _sha(raw / NAME) == _sha(arc) and _leftovers(raw) == [NAME]
+
+
+def test_leftover_part_of_a_changed_file_is_not_resumed(tmp_path, http_server):  # noqa: F811
+    old, new = _archive(tmp_path, seed=0), _archive(tmp_path, seed=1)
+    url = _serve(http_server, old)
+    raw = tmp_path / "raw"
+    old_etag = http_server.etag(NAME)
+    _leave_part(raw, old.read_bytes()[:3000], url, old_etag)
+    _serve(http_server, new)  # upstream replaced the file since
+    D.download("nyud", None, raw, sources=_sources(tmp_path, [url]), progress=False)
+    assert [(r.range, r.if_range) for r in http_server.requests] == [("bytes=3000-", old_etag)]  # got a 200
+    assert _sha(raw / NAME) == _sha(new) and _leftovers(raw) == [NAME]  # the whole new file, not spliced
+    # Without a validator the leftover is never resumed: the request starts at byte 0.
+    (raw / NAME).unlink()
+    _leave_part(raw, new.read_bytes()[:3000], url, None)
+    D.download("nyud", None, raw, sources=_sources(tmp_path, [url]), progress=False)
+    assert http_server.requests[-1].range is None and _sha(raw / NAME) == _sha(new)
 
 
 def test_complete_leftover_part_is_only_checked(tmp_path, http_server):  # noqa: F811
     arc = _archive(tmp_path)
     url = _serve(http_server, arc)
     raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / f"{NAME}.part").write_bytes(arc.read_bytes())  # finished, then killed before the rename
+    _leave_part(raw, arc.read_bytes(), url, http_server.etag(NAME))  # finished, killed before the rename
     D.download("nyud", None, raw, sources=_sources(tmp_path, [url]), progress=False)
     assert [r.range for r in http_server.requests] == [f"bytes={arc.stat().st_size}-"]  # answered 416
     assert _sha(raw / NAME) == _sha(arc) and _leftovers(raw) == [NAME]
@@ -251,8 +291,7 @@ def test_server_without_range_restarts_from_zero(tmp_path, http_server):  # noqa
     url = _serve(http_server, arc)
     http_server.ranges = False
     raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / f"{NAME}.part").write_bytes(b"stale bytes of some other file")
+    _leave_part(raw, b"stale bytes of some other file", url, http_server.etag(NAME))
     D.download("nyud", None, raw, sources=_sources(tmp_path, [url], sha256=_sha(arc)), progress=False)
     assert [r.range for r in http_server.requests] == ["bytes=30-"]  # asked, got a 200 with the whole file
     assert _sha(raw / NAME) == _sha(arc)
@@ -620,3 +659,151 @@ def test_cli_download_offline(tmp_path, http_server):  # noqa: F811
     assert not (raw / "atrc.verified.json").exists()
     res = CliRunner().invoke(app, ["data", "download", "nyu", "--sources", str(sources)])
     assert isinstance(res.exception, UserError) and "unknown dataset 'nyu'" in str(res.exception)
+
+
+# ---------------------------------------------------------------------------------------------------
+# whole-archive checks: nothing is locked (or reported verified) before the archive was read to its end
+
+
+def _gz_trailer_crc_changed(arc: Path) -> bytes:
+    data = bytearray(arc.read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer's CRC32: the tar inside reads fine, `gzip -t` rejects it
+    return bytes(data)
+
+
+def _bytes_changed_mid_stream(arc: Path) -> bytes:
+    data = bytearray(arc.read_bytes())
+    for k in range(5):
+        data[len(data) // 2 + 97 * k] ^= 0x55
+    return bytes(data)
+
+
+def _tar_header_damaged_mid_archive(tmp_path: Path) -> bytes:
+    """A well-formed gzip stream around a tar whose second half starts with a damaged member header
+    (tarfile then stops there silently, as if the archive had ended)."""
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w") as tf:
+        tf.add(_tree(tmp_path / "srcp"), arcname=TOP)
+    with tarfile.open(plain) as tf:
+        members = tf.getmembers()
+    data = bytearray(plain.read_bytes())
+    data[members[len(members) // 2].offset + 10] ^= 0x41  # a name byte: the header checksum fails
+    return gzip.compress(bytes(data))
+
+
+def _unsafe(tmp_path: Path) -> bytes:
+    members = [(_info(f"{TOP}/gt_sets/train.txt"), b"0001\n"), (_info("../escape.txt"), b"x")]
+    return _tar(tmp_path / "unsafe.tar.gz", members).read_bytes()
+
+
+def _lacks_a_folder(tmp_path: Path) -> bytes:
+    tree = _tree(tmp_path / "srcm")
+    shutil.rmtree(tree / "edge")
+    return make_targz(tree, tmp_path / "m" / NAME).read_bytes()
+
+
+DAMAGED = {
+    "truncated": (lambda tp, arc: arc.read_bytes()[: arc.stat().st_size // 2], "damaged"),
+    "gzip-crc": (lambda tp, arc: _gz_trailer_crc_changed(arc), "damaged .*CRC check failed"),
+    "bytes-changed": (lambda tp, arc: _bytes_changed_mid_stream(arc), "damaged"),
+    "tar-header": (lambda tp, arc: _tar_header_damaged_mid_archive(tp), "damaged member header"),
+    "unsafe-member": (lambda tp, arc: _unsafe(tp), r"member '\.\./escape\.txt' has a '\.\.' component"),
+    "missing-folder": (lambda tp, arc: _lacks_a_folder(tp), f"has no {TOP}/edge/, which nyud atrc needs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_bad_archive_is_refused_and_never_locked(tmp_path, http_server, case):  # noqa: F811
+    good = _archive(tmp_path)
+    make, needle = DAMAGED[case]
+    bad = make(tmp_path, good)
+    http_server.serve_bytes(NAME, bad)
+    raw = tmp_path / "raw"
+    sources = _sources(tmp_path, [http_server.url(NAME)])  # no published hash: trust on first use
+    with pytest.raises(D.VerificationError, match=needle) as e:
+        D.download("nyud", None, raw, sources=sources, progress=False)
+    assert "removed" in str(e.value) and "\n" not in str(e.value)
+    assert _leftovers(raw) == [] and not (raw / D.LOCK_NAME).exists()
+    # The good archive is then accepted (nothing of the bad one was recorded), and extracts.
+    del http_server.overrides[NAME]
+    _serve(http_server, good)
+    assert D.download("nyud", None, raw, sources=sources, progress=False) == {NAME: _sha(good)}
+    assert D.source_dir("nyud", None, raw, sources=sources, progress=False)[0] == raw / TOP
+
+
+def test_damaged_zip_is_refused(tmp_path, http_server):  # noqa: F811
+    zname = "NYUDv2.zip"
+    folder = _tree(tmp_path / "srcz")
+    zpath = tmp_path / zname
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as zf:
+        for p in sorted(folder.rglob("*")):
+            zf.write(p, f"{TOP}/{p.relative_to(folder)}")
+    data = bytearray(zpath.read_bytes())
+    data[data.index(b"\x00\x01\x02\x03\x04\x05") + 100] ^= 0xFF  # inside images/0001.png's stored bytes
+    http_server.serve_bytes(zname, bytes(data))
+    raw = tmp_path / "raw"
+    sources = _sources(tmp_path, [http_server.url(zname)], name=zname)
+    with pytest.raises(D.VerificationError, match=r"NYUDv2.zip is damaged \(CRC error in NYUDv2/images/0001"):
+        D.download("nyud", None, raw, sources=sources, progress=False)
+    assert not (raw / D.LOCK_NAME).exists() and not (raw / zname).exists()
+    http_server.serve_bytes(zname, zpath.read_bytes())
+    assert D.download("nyud", None, raw, sources=sources, progress=False) == {zname: _sha(zpath)}
+
+
+def test_damaged_local_copy_and_its_lock_entry_are_dropped(tmp_path, http_server, caplog):  # noqa: F811
+    # A lock written before whole archives were read may have recorded a damaged file: the damaged copy
+    # is removed with its entry, and the good download is then accepted instead of "not the lock".
+    good = _archive(tmp_path)
+    bad = _gz_trailer_crc_changed(good)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / NAME).write_bytes(bad)
+    st = (raw / NAME).stat()
+    entry = {"sha256": _sha(bad), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "url": None}
+    (raw / D.LOCK_NAME).write_text(json.dumps({"version": 1, "files": {f"nyud/atrc/{NAME}": entry}}))
+    sources = _sources(tmp_path, [_serve(http_server, good)])
+    with pytest.raises(D.VerificationError) as e:
+        D.verify("nyud", None, raw, sources=sources, progress=False)
+    msg = str(e.value)
+    assert "CRC check failed" in msg and f"{raw / NAME} was removed" in msg
+    assert "mtl3d data download nyud --variant atrc --raw" in msg and "\n" not in msg
+    assert not (raw / NAME).exists() and _lock(raw)["files"] == {}
+    (raw / NAME).write_bytes(bad)
+    (raw / D.LOCK_NAME).write_text(json.dumps({"version": 1, "files": {f"nyud/atrc/{NAME}": entry}}))
+    with caplog.at_level(logging.WARNING, logger=D.__name__):
+        assert D.download("nyud", None, raw, sources=sources, progress=False) == {NAME: _sha(good)}
+    assert "downloading it again" in caplog.text
+    assert _lock(raw)["files"][f"nyud/atrc/{NAME}"]["read_to_end"] is True
+
+
+def test_archive_lacking_a_folder_extracts_nothing(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / NAME).write_bytes(_lacks_a_folder(tmp_path))
+    with pytest.raises(UserError) as e:
+        D.source_dir("nyud", None, raw, sources=_sources(tmp_path, ["http://example.org/x"]), progress=False)
+    msg = str(e.value)
+    assert f"{NAME} has no {TOP}/edge/, which nyud atrc needs" in msg and "http://example.org/x" in msg
+    assert "mtl3d data download nyud --variant atrc" in msg and "\n" not in msg
+    assert sorted(p.name for p in raw.iterdir()) == []  # no partial folder, no lock, no bad archive
+
+
+def test_raw_naming_a_file_is_a_one_line_error(tmp_path):
+    from mtl3d.cli import app
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder")
+    sources = _sources(tmp_path, [])
+    for raw in (afile, afile / "sub"):
+        res = CliRunner().invoke(
+            app, ["data", "download", "nyud", "--raw", str(raw), "--sources", str(sources)]
+        )
+        assert isinstance(res.exception, UserError), res.exception
+        assert f"{afile}" in str(res.exception) and "a file, not a folder" in str(res.exception)
+        with pytest.raises(UserError, match="a file, not a folder"):
+            D.source_dir("nyud", None, raw, sources=sources, progress=False)
+    assert afile.read_text() == "not a folder"
+    # a folder where the archive should go
+    (tmp_path / "raw" / NAME).mkdir(parents=True)
+    with pytest.raises(UserError, match=f"{tmp_path / 'raw' / NAME} is not a file; move it away"):
+        D.download("nyud", None, tmp_path / "raw", sources=sources, progress=False)

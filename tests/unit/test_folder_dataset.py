@@ -33,3 +33,18 @@ def test_user_errors_are_one_line_and_helpful(tmp_path):
     ds = create_dataset("synthrooms", root, "train", ["depth"], train=True)
     with pytest.raises(UserError, match=r"corrupt image file .*v000\.png"):
         ds[0]
+
+
+def test_normals_png_decoded_in_the_reference_order(tmp_path):
+    # The loaders compute 2 * v / 255 - 1 in float32; v * (2 / 255) - 1 differs in the last bit for 111
+    # of the 256 codes.
+    import numpy as np
+
+    from mtl3d.data.folder import _decode_normals_png
+
+    codes = np.arange(256, dtype=np.uint8)
+    rgb = np.stack([codes, codes[::-1], np.full(256, 7, np.uint8)], axis=-1)[None]  # [1, 256, 3]
+    got = _decode_normals_png(rgb, tmp_path / "n.png")
+    expected = 2 * rgb.astype(np.float32) / 255 - 1
+    assert got.dtype == np.float32
+    assert (got.view(np.uint32) == expected.view(np.uint32)).all()

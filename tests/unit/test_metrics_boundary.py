@@ -259,3 +259,19 @@ def test_worker_processes_give_identical_numbers() -> None:
     assert pooled._pool is None and all(math.isnan(v) for v in pooled.compute().values())
     with pytest.raises(ValueError):
         BoundaryMetric(workers=-1)
+
+
+@pytest.mark.parametrize("shape", [(400, 400), (272, 496)])
+def test_radius_has_no_slack_as_in_the_reference(shape: tuple[int, int]) -> None:
+    # BSDS' correspondPixels tests d2 > (maxDist * sqrt(rows² + cols²))² with no slack. Here that radius²
+    # computes to 17.999999999999996, so a (3, 3) offset (d2 = 18) is out of reach; (4, 1) (d2 = 17) is not.
+    h, w = shape
+    r = 0.0075 * math.sqrt(h * h + w * w)
+    assert r * r < 18
+    gt = np.zeros((h, w), dtype=bool)
+    gt[100, 100] = True
+    for (dy, dx), matched in (((3, 3), 0), ((4, 1), 1)):
+        prob = np.zeros((h, w))
+        prob[100 + dy, 100 + dx] = 1.0
+        counts = image_counts(prob, gt, np.array([0.5]), max_dist=0.0075, thin_gt=False)
+        assert counts.tolist() == [[matched, 1, matched, 1]], (dy, dx)

@@ -251,6 +251,48 @@ def test_human_parts_ignored_without_person(data):
     assert pascal.human_parts_from_mat(src / "human_parts" / f"{IDS[3]}.mat") is None
 
 
+def _person(mask: np.ndarray, parts: dict[str, np.ndarray]) -> dict:
+    fields = ("part_name", "mask")
+    recs = [{"part_name": n, "mask": m.astype(np.uint8)} for n, m in parts.items()]
+    return {
+        "class": "person",
+        "class_ind": np.array([[15]], np.uint8),
+        "mask": mask.astype(np.uint8),
+        "parts": raw._structs(recs, fields) if recs else np.zeros((0, 0)),
+    }
+
+
+def _anno_file(tmp_path: Path, persons: list[dict]) -> Path:
+    path = tmp_path / "anno.mat"
+    objects = raw._structs(persons, ("class", "class_ind", "mask", "parts"))
+    scipy.io.savemat(path, {"anno": {"imname": "x", "objects": objects}})
+    return path
+
+
+def test_human_parts_follow_the_reference_ignore_rules(tmp_path):
+    # The MTL loaders list an object as a person only if its object mask is non-empty (area > 0), paint
+    # the parts of every person object with parts once the image has such a person, and their ignore
+    # step turns a map without any part pixel into all-ignore.
+    size = (6, 8)
+    empty, body = np.zeros(size, bool), np.zeros(size, bool)
+    body[1:5, 2:6] = True
+    head = np.zeros(size, bool)
+    head[1, 2:4] = True
+    torso = np.zeros(size, bool)
+    torso[3, 4:6] = True
+    # a person whose part masks are all empty: no part pixel -> all-ignore (None), not all-background
+    assert pascal.human_parts_from_mat(_anno_file(tmp_path, [_person(body, {"head": empty})])) is None
+    # the only person has an empty object mask: not in the loaders' person list -> all-ignore
+    assert pascal.human_parts_from_mat(_anno_file(tmp_path, [_person(empty, {"head": head})])) is None
+    # with another (non-empty) person the image counts, and the loop paints every person's parts
+    got = pascal.human_parts_from_mat(
+        _anno_file(tmp_path, [_person(body, {"torso": torso}), _person(empty, {"head": head})])
+    )
+    expected = np.zeros(size, np.uint8)
+    expected[torso], expected[head] = SPEC_PART_ID["torso"], SPEC_PART_ID["head"]
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_normals_masked_to_valid_classes(data):
     _, root, _ = data
     for i, vid in enumerate(IDS):

@@ -1,16 +1,22 @@
 """Verified downloads of the real datasets' archives (NYUD-v2, PASCAL-Context) and their safe extraction.
 
 ``sources.yaml`` lists, per dataset and variant, the archive(s), their mirrors and what is known about them.
-A download goes to ``<name>.part`` (HTTP downloads resume from it with a Range request), is checked, and
-only then takes its final name. Checks, in order: the published size; the pinned sha256 if there is one,
-else the hash recorded in ``raw_dir/mtl3d-sources.lock.json``, else trust on first use (the hash is
-recorded there). Transfers use pooch (HTTP) and gdown (Google Drive).
+A download goes to ``<name>.part`` and is checked before it takes its final name. HTTP downloads resume
+from the .part only with the validator (strong ETag or Last-Modified) its bytes came with, sent as
+If-Range, so a file that changed upstream is fetched whole instead of spliced; without one they start
+over. Checks, in order: the published size; the whole archive read in one pass with the hash (gzip CRC
+and length, the tar read to its end-of-archive blocks, every zip member's CRC, no unsafe member, the
+variant's top folder and required entries); the pinned sha256 if there is one, else the hash recorded
+in ``raw_dir/mtl3d-sources.lock.json``, else trust on first use (recorded there). The lock only ever
+records an archive that passed all of these; a file they prove bad is removed, with the next step.
+Transfers use pooch (HTTP) and gdown (Google Drive).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import hashlib
 import json
 import logging
@@ -21,11 +27,13 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -102,11 +110,19 @@ class _MirrorFailed(Exception):
 
 
 class _Mismatch(Exception):
-    """A check failed; ``against`` says which (size | pinned | lock | format)."""
+    """A check failed; ``against`` says which (size | pinned | lock | format | damaged | refused).
 
-    def __init__(self, against: str, message: str) -> None:
+    ``format``, ``damaged`` and ``refused`` (unsafe members, or not the layout the variant needs) prove
+    the file is not a good copy of the archive, whatever a lock says.
+    """
+
+    def __init__(self, against: str, message: str, sha256: str | None = None) -> None:
         super().__init__(message)
         self.against = against
+        self.sha256 = sha256
+
+
+_BAD_COPY = ("format", "damaged", "refused")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -262,6 +278,16 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _check_raw_dir(raw: Path) -> None:
+    """The archive folder, or the nearest part of its path that exists, must be a folder."""
+    for p in (raw, *raw.absolute().parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is" if p == raw else f"lies under {p}, which is"
+                raise UserError(f"the archive folder {raw} {what} a file, not a folder; pass --raw FOLDER")
+            return
+
+
 def _read_lock(raw: Path) -> dict[str, Any]:
     path = raw / LOCK_NAME
     if not path.exists():
@@ -285,7 +311,7 @@ def _record(raw: Path, lock: dict[str, Any], key: str, v: VerifiedFile, url: str
     old = lock["files"].get(key)
     st = v.path.stat()
     if old and old.get("sha256") == v.sha256:
-        new = {**old, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        new = {**old, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "read_to_end": True}
     else:
         new = {
             "sha256": v.sha256,
@@ -294,6 +320,7 @@ def _record(raw: Path, lock: dict[str, Any], key: str, v: VerifiedFile, url: str
             "url": url,  # None: placed by hand
             "recorded": _utc_now(),
             "pinned": v.how == "pinned",
+            "read_to_end": True,  # recorded only after the whole archive was read and checked
         }
     if new != old:
         lock["files"][key] = new
@@ -304,24 +331,176 @@ def _record(raw: Path, lock: dict[str, Any], key: str, v: VerifiedFile, url: str
 # checks
 
 
-def _sha256(path: Path, progress: bool) -> str:
+class _HashingReader:
+    """A read-only file wrapper that hashes (and counts on a bar) every byte read through it."""
+
+    def __init__(self, fh: BinaryIO, bar: Any) -> None:
+        self.fh, self.bar, self.hash = fh, bar, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.fh.read(n)
+        self.hash.update(chunk)
+        if self.bar is not None:
+            self.bar.update(len(chunk))
+        return chunk
+
+
+def _sha256(
+    path: Path, progress: bool, check: Callable[[BinaryIO], None] | None = None
+) -> tuple[str, _Mismatch | None]:
+    """The file's sha256, read once; ``check`` (if given) reads the archive from that same stream.
+
+    What ``check`` raises is returned, once the rest of the file has been hashed.
+    """
     size = path.stat().st_size
-    h = hashlib.sha256()
     bar = None
     if progress and size >= _HASH_BAR_MIN:
         from tqdm import tqdm
 
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", leave=False)
+        what = "checking" if check is not None else "sha256"
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"{what} {path.name}", leave=False)
+    problem = None
     try:
         with open(path, "rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                h.update(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
+            reader = _HashingReader(fh, bar)
+            if check is not None:
+                try:
+                    check(reader)  # type: ignore[arg-type]
+                except _Mismatch as e:
+                    problem = e
+            while reader.read(_HASH_CHUNK):
+                pass
     finally:
         if bar is not None:
             bar.close()
-    return h.hexdigest()
+    return reader.hash.hexdigest(), problem
+
+
+class _TailKeeper:
+    """A read-only wrapper that keeps the last bytes read through it, by stream offset."""
+
+    def __init__(self, fh: Any, keep: int) -> None:
+        self.fh, self.keep, self.pos = fh, keep, 0
+        self.chunks: deque[tuple[int, bytes]] = deque()
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.fh.read(n)
+        if chunk:
+            self.chunks.append((self.pos, chunk))
+            self.pos += len(chunk)
+            while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) < self.pos - self.keep:
+                self.chunks.popleft()
+        return chunk
+
+    def since(self, offset: int) -> bytes | None:
+        """The bytes from ``offset`` to what was last read, or None if no longer kept."""
+        if not self.chunks or self.chunks[0][0] > offset:
+            return None if offset < self.pos else b""
+        return b"".join(c for _, c in self.chunks)[offset - self.chunks[0][0] :]
+
+
+_TAR_BUF = 1 << 20
+
+
+def _read_tar_stream(stream: Any, name: str) -> list[tarfile.TarInfo]:
+    """Read a tar stream to its end; raise ``_Mismatch('damaged')`` unless it ends as a tar should.
+
+    tarfile takes a damaged header after the first one for the end of the archive; an archive ends
+    with zero blocks only, so everything from where tarfile stopped must be zeros (at least one block).
+    """
+    tail = _TailKeeper(stream, keep=4 * _TAR_BUF)
+    try:
+        with tarfile.open(fileobj=tail, mode="r|", bufsize=_TAR_BUF) as tf:  # type: ignore[call-overload]
+            for _ in tf:
+                pass
+            members, end = tf.members, tf.offset
+        rest = tail.since(end)
+        if rest is None:
+            raise _Mismatch("damaged", f"{name} is damaged (cannot find where its tar data ends)")
+        n_after, nonzero = len(rest), bool(rest.strip(b"\0"))
+        while not nonzero and (chunk := tail.read(_TAR_BUF)):
+            n_after += len(chunk)
+            nonzero = bool(chunk.strip(b"\0"))
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise _Mismatch("damaged", f"{name} is damaged ({_short(e)})") from None
+    if nonzero or n_after < tarfile.BLOCKSIZE:
+        what = "a damaged member header" if nonzero else "no end-of-archive block (truncated)"
+        raise _Mismatch("damaged", f"{name} is damaged ({what} after {len(members)} members)")
+    return members
+
+
+def _check_layout(spec: VariantSpec, name: str, tops: set[str], paths: dict[tuple[str, ...], bool]) -> None:
+    """The archive holds the variant's one top folder and every required entry (``paths``: parts -> is a
+    folder), so extracting it gives a complete source folder."""
+    if tops != {spec.top_dir}:
+        shown = ", ".join(sorted(tops)[:5]) + (", ..." if len(tops) > 5 else "") or "nothing"
+        raise _Mismatch("refused", f"{name} should hold the single folder {spec.top_dir}/ but holds: {shown}")
+    folders = {p[:i] for p in paths for i in range(1, len(p))} | {p for p, d in paths.items() if d}
+    missing = []
+    for entry in spec.required:
+        parts = (spec.top_dir, *_member_parts(entry))
+        ok = parts in folders if entry.endswith("/") else paths.get(parts) is False
+        if not ok:
+            missing.append(f"{spec.top_dir}/{entry}")
+    if missing:
+        raise _Mismatch(
+            "refused", f"{name} has no {', '.join(missing)}, which {spec.dataset} {spec.variant} needs"
+        )
+
+
+def _inspect_archive(
+    spec: VariantSpec | None, f: FileSpec, path: Path, progress: bool
+) -> tuple[str, _Mismatch | None]:
+    """Hash the file and read the whole archive: gzip CRC, tar to its end, zip CRCs, safe members, and
+    (``spec`` given: the variant's archive) its layout. Returns the sha256 and the first problem."""
+    kind = _archive_kind(f.name)
+    if kind is None:
+        return _sha256(path, progress)
+    if kind == "zip":
+        actual, _ = _sha256(path, progress)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    return actual, _Mismatch("damaged", f"{f.name} is damaged (CRC error in {bad})", actual)
+                infos = zf.infolist()
+            tops = _check_zip_members(path, infos)
+            paths = {_member_parts(i.filename): i.is_dir() for i in infos if _member_parts(i.filename)}
+            if spec is not None:
+                _check_layout(spec, f.name, tops, paths)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+            return actual, _Mismatch("damaged", f"{f.name} is damaged ({_short(e)})", actual)
+        except UserError as e:
+            return actual, _Mismatch("refused", str(e), actual)
+        except _Mismatch as e:
+            e.sha256 = actual
+            return actual, e
+        return actual, None
+
+    def read(raw: BinaryIO) -> None:
+        if kind == "gzip":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:  # type: ignore[call-overload]
+                members = _read_tar_stream(gz, f.name)
+                # Past the tar's end: the rest of the gzip stream, so its CRC and length are checked.
+                try:
+                    while gz.read(_TAR_BUF):
+                        pass
+                except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                    raise _Mismatch("damaged", f"{f.name} is damaged ({_short(e)})") from None
+        else:
+            members = _read_tar_stream(raw, f.name)
+        try:
+            tops = _check_tar_members(path, members)
+        except UserError as e:
+            raise _Mismatch("refused", str(e)) from None
+        if spec is not None:
+            paths = {_member_parts(m.name): m.isdir() for m in members if _member_parts(m.name)}
+            _check_layout(spec, f.name, tops, paths)
+
+    actual, problem = _sha256(path, progress, read)
+    if problem is not None:
+        problem.sha256 = actual
+    return actual, problem
 
 
 def _archive_kind(name: str) -> str | None:
@@ -388,13 +567,19 @@ def _check(
         and entry.get("sha256") == expected
         and entry.get("size") == st.st_size
         and entry.get("mtime_ns") == st.st_mtime_ns
+        and entry.get("read_to_end") is True
     ):
-        # Unchanged since it was last hashed: re-reading 4 GB on every call would make re-runs slow.
+        # Unchanged since it was last read through: re-reading 4 GB on every call would make re-runs slow.
         return VerifiedFile(f.name, path, st.st_size, expected, how)
     _check_format(path, f.name)
-    actual = _sha256(path, progress)
+    # Only the variant's archive (its first file) must hold the top folder; more files are side data.
+    actual, problem = _inspect_archive(spec if f is spec.files[0] else None, f, path, progress)
     if f.sha256 and actual != f.sha256:
-        raise _Mismatch("pinned", f"{f.name}: sha256 mismatch: expected {f.sha256} (pinned), got {actual}")
+        raise _Mismatch(
+            "pinned", f"{f.name}: sha256 mismatch: expected {f.sha256} (pinned), got {actual}", actual
+        )
+    if problem is not None:
+        raise problem
     if how == "lock" and actual != expected:
         raise _Mismatch(
             "lock",
@@ -415,7 +600,9 @@ def _check(
 def _verify_present(
     spec: VariantSpec, f: FileSpec, path: Path, raw: Path, lock: dict[str, Any], progress: bool
 ) -> VerifiedFile:
-    """Verify a file under its final name; remove it only when a published size/pin proves it wrong."""
+    """Verify a file under its final name; remove it only when a published size/pin or its own content
+    (damaged, unsafe, not the variant's layout) proves it wrong. A lock entry that recorded such a file
+    (written before whole archives were read) is dropped with it."""
     lock_path = raw / LOCK_NAME
     try:
         v = _check(spec, f, path, lock, lock_path, progress=progress, cache_ok=True)
@@ -423,12 +610,17 @@ def _verify_present(
         if e.against in ("size", "pinned"):
             path.unlink(missing_ok=True)
             raise VerificationError(f"{e}; the file was removed") from None
-        if e.against == "lock":
-            raise VerificationError(
-                f"{e}. Delete {path} to download it again, or delete the entry {_key(spec, f)!r} "
-                f"from the lock if upstream really changed the archive"
-            ) from None
-        raise VerificationError(f"{e}; delete {path} and download it again") from None
+        if e.against in _BAD_COPY:
+            path.unlink(missing_ok=True)
+            entry = lock["files"].get(_key(spec, f))
+            if entry and not entry.get("pinned") and e.sha256 and entry.get("sha256") == e.sha256:
+                del lock["files"][_key(spec, f)]
+                _write_json_atomic(lock_path, lock)
+            raise VerificationError(f"{e}; {path} was removed: {_next_step(spec, raw)}") from None
+        raise VerificationError(
+            f"{e}. Delete {path} to download it again, or delete the entry {_key(spec, f)!r} "
+            f"from the lock if upstream really changed the archive"
+        ) from None
     entry = lock["files"].get(_key(spec, f)) or {}
     _record(raw, lock, _key(spec, f), v, entry.get("url"))
     return v
@@ -451,15 +643,34 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
     return int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))
 
 
+def _validator_path(part: Path) -> Path:
+    return part.with_name(f"{part.name}.validator.json")
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _validator_path(part).unlink(missing_ok=True)
+
+
+def _read_validator(part: Path, url: str) -> str | None:
+    """The validator (strong ETag or Last-Modified) the .part's bytes were sent with from ``url``, if any."""
+    rec = _read_json(_validator_path(part))
+    if isinstance(rec, dict) and rec.get("url") == url and isinstance(rec.get("validator"), str):
+        return rec["validator"]
+    return None
+
+
 class _PartWriter:
     """The file object handed to pooch: appends to the .part, or starts it over on a full (200) answer.
 
     Its ``on_response`` is a requests hook: it sees the status before pooch streams the body. The .part
-    is opened only then, so a mirror that answers 404 leaves no empty file behind.
+    is opened only then, so a mirror that answers 404 leaves no empty file behind. A full answer's
+    validator is written next to the .part first, so a later resume can ask for the same file (If-Range).
     """
 
-    def __init__(self, part: Path, offset: int) -> None:
+    def __init__(self, part: Path, offset: int, url: str) -> None:
         self.part = part
+        self.url = url
         self.offset = offset
         self.written = 0
         self.total: int | None = None
@@ -473,7 +684,7 @@ class _PartWriter:
         if r.status_code == 206:
             start, total = _content_range(r.headers.get("Content-Range"))
             if start != self.offset:
-                self.part.unlink(missing_ok=True)
+                _drop_part(self.part)
                 raise _MirrorFailed(f"asked to resume at byte {self.offset}, the server sent {start}")
             self.total = total
             self._fh = open(self.part, "r+b")  # noqa: SIM115  (closed by close())
@@ -486,6 +697,13 @@ class _PartWriter:
             self.offset = 0
             length = r.headers.get("Content-Length", "")
             self.total = int(length) if length.isdigit() else None
+            etag = r.headers.get("ETag")
+            # If-Range takes a strong ETag or a date; a weak ETag cannot tell byte-identical files.
+            validator = etag if etag and not etag.startswith("W/") else r.headers.get("Last-Modified")
+            if validator:
+                _write_json_atomic(_validator_path(self.part), {"url": self.url, "validator": validator})
+            else:
+                _validator_path(self.part).unlink(missing_ok=True)
             self._fh = open(self.part, "wb")  # noqa: SIM115  (closed by close())
 
     def write(self, chunk: bytes) -> int:
@@ -505,7 +723,8 @@ class _PartWriter:
 
 
 def _http_get(url: str, part: Path, size: int | None, progress: bool) -> None:
-    """Fetch ``url`` into ``part``, resuming what is there; interrupted transfers are resumed in place."""
+    """Fetch ``url`` into ``part``, resuming what is there (only from the same file: If-Range with the
+    validator it was sent with; without one it starts over); interrupted transfers resume in place."""
     import pooch
     import requests
 
@@ -513,16 +732,17 @@ def _http_get(url: str, part: Path, size: int | None, progress: bool) -> None:
     restarted = False
     while True:
         offset = part.stat().st_size if part.exists() else 0
-        if size is not None and offset >= size:
-            if offset == size:
-                return  # finished earlier (interrupted while being checked)
-            part.unlink()
+        validator = _read_validator(part, url) if offset else None
+        if offset and (validator is None or (size is not None and offset > size)):
+            log.info("%s: cannot tell whether %s is still the same file; starting over", url, part.name)
+            _drop_part(part)
             offset = 0
-        writer = _PartWriter(part, offset)
+        writer = _PartWriter(part, offset, url)
         # identity: requests would otherwise un-gzip a .tar.gz served with Content-Encoding: gzip.
         headers = {"Accept-Encoding": "identity"}
-        if offset:
+        if offset and validator is not None:
             headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = validator
         fetch = pooch.HTTPDownloader(
             progressbar=progress,
             chunk_size=_HTTP_CHUNK,
@@ -541,7 +761,7 @@ def _http_get(url: str, part: Path, size: int | None, progress: bool) -> None:
                 return  # the .part already holds the whole file (interrupted while being checked)
             if code == 416 and offset and not restarted:
                 # The .part does not fit the file the server has now: start over once.
-                part.unlink()
+                _drop_part(part)
                 restarted = True
                 continue
             raise _MirrorFailed(f"HTTP {code}") from None
@@ -580,7 +800,7 @@ def _gdrive_get(url: str, part: Path, size: int | None, progress: bool) -> None:
             return
         # gdown takes an existing output for a finished download; a partial one from an http mirror
         # is not (gdown resumes from its own partial file, <output><random>.part).
-        part.unlink()
+        _drop_part(part)
     try:
         out = gdown.download(id=_gdrive_id(url), output=str(part), quiet=not progress, resume=True)
     except Exception as e:  # gdown raises its own, requests' and OS errors: all mean "this mirror failed"
@@ -611,11 +831,14 @@ def _fetch(spec: VariantSpec, f: FileSpec, raw: Path, lock: dict[str, Any], prog
         try:
             v = _check(spec, f, part, lock, lock_path, progress=progress, cache_ok=False)
         except _Mismatch as e:
-            part.unlink(missing_ok=True)
+            _drop_part(part)
             tail = " (if upstream really changed, delete that lock entry)" if e.against == "lock" else ""
+            if e.against in _BAD_COPY:
+                tail = f" (run the download again, or put a good copy at {final})"
             rejected.append(f"{e}; the download from {m.url} was removed{tail}")
             continue
         os.replace(part, final)
+        _validator_path(part).unlink(missing_ok=True)
         v = VerifiedFile(v.name, final, v.size, v.sha256, v.how)
         _record(raw, lock, _key(spec, f), v, m.url)
         return v
@@ -636,11 +859,14 @@ def download_verified(
     """Like :func:`download`, with each file's size and how it was verified (pinned / lock / TOFU)."""
     spec = _resolve(dataset, variant, sources)
     raw = Path(raw_dir)
+    _check_raw_dir(raw)
     raw.mkdir(parents=True, exist_ok=True)
     lock = _read_lock(raw)
     out = []
     for f in spec.files:
         final = raw / f.name
+        if final.exists() and not final.is_file():
+            raise UserError(f"{final} is not a file; move it away so that {f.name} can be downloaded there")
         if final.is_file():
             try:
                 out.append(_verify_present(spec, f, final, raw, lock, progress))
@@ -678,9 +904,11 @@ def verify(
     sources: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, str]:
-    """Hash-check the variant's archives present in ``raw_dir`` (pin, else lock, else record them)."""
+    """Check the variant's archives present in ``raw_dir``: read through, against the pin, else the lock,
+    else record them."""
     spec = _resolve(dataset, variant, sources)
     raw = Path(raw_dir)
+    _check_raw_dir(raw)
     lock = _read_lock(raw)
     return {
         f.name: _verify_present(spec, f, raw / f.name, raw, lock, progress).sha256
@@ -727,6 +955,20 @@ def _fmt_size(n: int | None) -> str:
     return f"{n:,} bytes ({n / 2**30:.2f} GiB)" if n >= 2**30 else f"{n:,} bytes"
 
 
+def _raw_opt(spec: VariantSpec, raw: Path) -> str:
+    return "" if Path(raw) == Path("data/raw") / spec.dataset else f" --raw {raw}"
+
+
+def _next_step(spec: VariantSpec, raw: Path) -> str:
+    """How to get a good copy of the variant's archive, in one line."""
+    f = spec.files[0]
+    where = f" (from {f.mirrors[0].url})" if f.mirrors else ""
+    return (
+        f"run `mtl3d data download {spec.dataset} --variant {spec.variant}{_raw_opt(spec, raw)}` to fetch "
+        f"{f.name} again{where}, or put a good copy at {Path(raw) / f.name}"
+    )
+
+
 def _placement(spec: VariantSpec, raw: Path, failed: list[tuple[str, str]] | None) -> str:
     raw_abs = Path(raw).absolute()
     names = ", ".join(f.name for f in spec.files)
@@ -754,8 +996,7 @@ def _placement(spec: VariantSpec, raw: Path, failed: list[tuple[str, str]] | Non
     lines.extend(f"  {raw_abs / f.name}" for f in spec.files)
     lines.append(f"or extract it yourself so that this folder exists (with {required}):")
     lines.append(f"  {raw_abs / spec.top_dir}/")
-    raw_opt = "" if Path(raw) == Path("data/raw") / spec.dataset else f" --raw {raw}"
-    lines.append(f"then run: mtl3d data prepare {spec.dataset} --variant {spec.variant}{raw_opt}")
+    lines.append(f"then run: mtl3d data prepare {spec.dataset} --variant {spec.variant}{_raw_opt(spec, raw)}")
     return "\n".join(lines)
 
 
@@ -957,15 +1198,16 @@ def source_dir(
         "sha256": None,
         "extracted_by_user": True,
     }
+    _check_raw_dir(raw)
     if top.is_dir():
         if apath.is_file():
-            hint = f"delete the folder to extract {archive.name} again"
-        else:
-            hint = f"complete it, or delete it and put {archive.name} in {raw} instead"
-        _require(spec, top, hint)
-        if apath.is_file():
+            # The archive first: only a verified one (which holds every required entry) can fix the folder.
             v = _verify_present(spec, archive, apath, raw, _read_lock(raw), progress)
             info.update(archive=archive.name, sha256=v.sha256)
+            hint = f"delete the folder to extract {archive.name} (which has them all) again"
+        else:
+            hint = f"complete it from {archive.name}, or delete it and {_next_step(spec, raw)}"
+        _require(spec, top, hint)
         rec = _read_json(record)
         if (
             isinstance(rec, dict)

@@ -221,7 +221,8 @@ class FolderDataset(Dataset):
 def _decode_normals_png(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise UserError(f"corrupt normals file {path} (not an RGB image)")
-    n = arr.astype(np.float32) * (2.0 / 255.0) - 1.0
+    # The loaders' order of operations in float32 (v * (2/255) differs in the last bit for 111 codes).
+    n = 2 * arr.astype(np.float32) / 255 - 1
     n[(arr == 0).all(axis=2)] = 0.0  # the invalid marker, see the module docstring
     return n
 

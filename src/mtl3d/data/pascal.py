@@ -10,9 +10,9 @@ plain PNGs:
 * edges: the 4-neighbour Laplacian of the 459-class Context ``LabelMap`` (OpenCV's default 3x3 aperture,
   reflect-101 border), ``!= 0``, then morphological thinning (Guo-Hall two-subiteration algorithm,
   identical to ``skimage.morphology.thin``; see :func:`thin`).
-* human_parts: PASCAL-Part person parts grouped into 6 parts + background. Images without an annotated
-  person (or without a parts file) are entirely ignore (255); on person images every other pixel is
-  background 0.
+* human_parts: PASCAL-Part person parts grouped into 6 parts + background. Images without a person of
+  non-empty object mask, without any person-part pixel, or without a parts file are entirely ignore
+  (255), as the MTL loaders' ignore step makes them; on person images every other pixel is background 0.
 * normals: the distilled PNG, kept only on pixels whose Context class also exists in NYU
   (``pascal_normals_classes.json``, 170 classes); elsewhere (0, 0, 0), which readers treat as invalid.
 * saliency: the distilled PNG, ``v / 255 > 0.5``.
@@ -170,11 +170,14 @@ def _struct_items(value: Any) -> list[Any]:
 
 def human_parts_from_mat(path: str | Path) -> np.ndarray | None:
     """Person-part labels (uint8 HxW, 0 = background, 1..6 = :data:`HUMAN_PARTS`) from a PASCAL-Part
-    ``anno`` file, or ``None`` if no person in it has annotated parts (the loaders then ignore the image).
+    ``anno`` file, or ``None`` where the MTL loaders ignore the whole image.
 
     Read by field name: ``anno.objects(i).{class, class_ind, mask, parts}``,
-    ``parts(j).{part_name, mask}``. Persons are ``class_ind == 15``; persons without parts are skipped,
-    as in the MTL loaders. Later parts overwrite earlier ones where masks overlap.
+    ``parts(j).{part_name, mask}``. As in the loaders: an image has a person only if some object with
+    ``class_ind == 15`` has a non-empty object mask (their parts cache lists an empty-mask object as -1);
+    then the parts of every person object with parts are painted, later parts overwriting earlier ones.
+    A map without any part pixel (no person, no parts, or only empty part masks) is ``None``: the
+    loaders' ignore step turns an all-background parts map into all-ignore.
     """
     path = Path(path)
     try:
@@ -189,10 +192,12 @@ def human_parts_from_mat(path: str | Path) -> np.ndarray | None:
     if len(annos) != 1:
         raise UserError(f"corrupt PASCAL-Part file {path}: 'anno' is not a 1x1 struct; {_FIX}")
     target: np.ndarray | None = None
+    has_person = False
     try:
         for obj in _struct_items(_field(annos[0], "objects", path)):
             if int(_scalar(_field(obj, "class_ind", path))) != PERSON:
                 continue
+            has_person = has_person or bool(np.asarray(_field(obj, "mask", path)).any())
             parts = _struct_items(_field(obj, "parts", path))
             if not parts:
                 continue
@@ -216,6 +221,8 @@ def human_parts_from_mat(path: str | Path) -> np.ndarray | None:
         raise
     except (ValueError, TypeError, IndexError) as e:
         raise UserError(f"corrupt PASCAL-Part file {path} ({type(e).__name__}: {e}); {_FIX}") from None
+    if not has_person or target is None or not target.any():
+        return None
     return target
 
 
