@@ -318,8 +318,9 @@ def predict(
 ) -> None:
     """Predict every task on any images; per-task files, contact sheets and OUT/index.html."""
     from mtl3d.engine.predictor import load
-    from mtl3d.reporting.predictions import predict_images
+    from mtl3d.reporting.predictions import check_out, predict_images
 
+    check_out(out, overwrite)  # before the model loads: a refusal costs nothing
     net = load(model, device=device, sha256=sha256, data_root=data_root, progress=not quiet)
     summary = predict_images(net, inputs, out, format_, overwrite, batch_size, progress=not quiet)
     for item in summary.written:

@@ -204,7 +204,8 @@ def _display_image(arr: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- the command
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that already holds files, unless ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -232,7 +233,7 @@ def predict_images(
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     out = Path(out)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     files, failed = collect_inputs(inputs)
     if not files and not failed:
         raise UserError("no input images given")
