@@ -361,7 +361,7 @@ def models_cmd(
 ) -> None:
     """List the registered models, one line each (docs/models.md has the details)."""
     from mtl3d.models import list_models, model_summary
-    from mtl3d.models.registry import model_options
+    from mtl3d.models.registry import default_backbone, model_options
 
     if options is not None:
         for name, p in model_options(options).items():
@@ -370,7 +370,7 @@ def models_cmd(
     names = list_models()
     width = max(len(n) for n in names)
     for n in names:
-        typer.echo(f"{n:{width}s}  {model_summary(n)}")
+        typer.echo(f"{n:{width}s}  {model_summary(n)}  [default backbone: {default_backbone(n)}]")
 
 
 from mtl3d.reporting.cli import app as report_app  # noqa: E402  (after the app it extends)
