@@ -353,6 +353,20 @@ def export(
         typer.echo(f"model card {write_card(meta, out)}")
 
 
+@app.command()
+def info(
+    lock: Annotated[
+        Path | None, typer.Option(help="the lock file to compare with [the repository's]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+) -> None:
+    """What a bug report needs: versions, torch build, CUDA/cuDNN, threads, GPUs, the lock file check."""
+    from mtl3d.envinfo import collect, format_info
+
+    data = collect(lock)
+    typer.echo(json.dumps(data, indent=1) if as_json else format_info(data))
+
+
 @app.command("models")
 def models_cmd(
     options: Annotated[
