@@ -181,6 +181,11 @@ def _task_images(model: Model, task: str, pred: np.ndarray) -> tuple[dict[str, b
     return {f"{task}.png": _png_bytes(Image.fromarray(rgb))}, rgb
 
 
+def task_panels(model: Model, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each task's prediction as the RGB uint8 panel the contact sheet shows."""
+    return {t: _task_images(model, t, pred[t])[1] for t in model.tasks}
+
+
 def contact_sheet(
     image: np.ndarray, panels: dict[str, np.ndarray], height: int = PANEL_HEIGHT
 ) -> Image.Image:
