@@ -1,21 +1,37 @@
 # Two commands do everything on a fresh machine with Python >= 3.10 and pip:
 #   make study   # create .venv if missing, install, run the default study (snakemake --cores all)
 #   make test    # create .venv if missing, install, run the test suite (what CI runs)
+# Installs use requirements.lock (the exact versions CI tested); `make env-latest` installs the newest
+# versions pyproject.toml's ranges allow instead, `make lock` regenerates the lock from pyproject.toml.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mtl3d-installed
+LOCK   := requirements.lock
 
-.PHONY: study test test-all gpu-check lint env clean-env
+.PHONY: study test test-all gpu-check lint env env-latest lock clean-env
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -r $(LOCK)
+	$(BIN)/python -m pip install --no-deps -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null 2>&1 || true
 	@touch $(STAMP)
 
 env: $(STAMP)
+
+env-latest:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install --upgrade -e ".[dev]"
+	@touch $(STAMP)
+
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install pip-tools
+	$(BIN)/pip-compile --strip-extras --extra dev --no-emit-find-links --no-emit-index-url \
+		--output-file $(LOCK) pyproject.toml
 
 study: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores all

@@ -270,21 +270,101 @@ def search_vote(
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
+    run_dir: Annotated[Path | None, typer.Argument(help="a trained run directory")] = None,
     split: Annotated[
         str | None, typer.Option(help="split to evaluate (default: the config's eval split)")
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="override the dataset location")] = None,
     device: Annotated[str | None, typer.Option()] = None,
     quiet: Annotated[bool, typer.Option()] = False,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="evaluate a .mtl3d model file instead of a run")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="--model: where metrics.json goes [MODEL without .mtl3d]")
+    ] = None,
 ) -> None:
-    """Write RUN_DIR/metrics.json and a few predictions under RUN_DIR/predictions/."""
+    """Write RUN_DIR/metrics.json and a few predictions under RUN_DIR/predictions/ (or, for --model FILE,
+    under --out)."""
     from mtl3d.engine.evaluator import evaluate as run_eval
 
-    rep = run_eval(run_dir, split=split, data_root=data_root, device=device, progress=not quiet)
+    if (run_dir is None) == (model is None):
+        raise UserError("give a run directory or --model FILE (one of them)")
+    target = run_dir if model is None else (out or model.with_suffix(""))
+    rep = run_eval(
+        target, split=split, data_root=data_root, device=device, progress=not quiet, model_file=model
+    )
     for task, vals in rep["metrics"].items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in vals.items() if isinstance(v, float) and "/" not in k)
         typer.echo(f"{task:8s} {shown}")
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        str, typer.Argument(help="a run folder, a .mtl3d model file, or its URL (with --sha256)")
+    ],
+    inputs: Annotated[list[str], typer.Argument(help="image files, folders or glob patterns")],
+    out: Annotated[Path, typer.Option(help="output folder (index.html, one folder per image)")],
+    format_: Annotated[
+        str, typer.Option("--format", help="png (per-task images) | npz (raw arrays)")
+    ] = "png",
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto (cuda: bf16 autocast)")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 4,
+    sha256: Annotated[str | None, typer.Option(help="the model file's published SHA-256 (URLs)")] = None,
+    data_root: Annotated[str | None, typer.Option(help="a run folder's prepared dataset, if moved")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace what OUT already holds")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Predict every task on any images; per-task files, contact sheets and OUT/index.html."""
+    from mtl3d.engine.predictor import load
+    from mtl3d.reporting.predictions import check_out, predict_images
+
+    check_out(out, overwrite)  # before the model loads: a refusal costs nothing
+    net = load(model, device=device, sha256=sha256, data_root=data_root, progress=not quiet)
+    summary = predict_images(net, inputs, out, format_, overwrite, batch_size, progress=not quiet)
+    for item in summary.written:
+        if item["notes"]:
+            typer.echo(f"note: {item['source']}: {'; '.join(item['notes'])}", err=True)
+    for source, why in summary.failed:
+        typer.echo(f"skipped: {source}: {why}", err=True)
+    typer.echo(
+        f"{len(summary.written)} image(s) predicted, {len(summary.failed)} failed; "
+        f"gallery {out / 'index.html'}"
+    )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished (and ideally evaluated) run directory")],
+    out: Annotated[Path, typer.Option(help="the model file to write, NAME.mtl3d")],
+    card: Annotated[bool, typer.Option(help="also write a Markdown model card next to it (NAME.md)")] = False,
+    data_root: Annotated[str | None, typer.Option(help="the run's prepared dataset, if moved")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
+) -> None:
+    """Write a self-contained model file (safetensors weights, config, classes, metrics, hashes)."""
+    from mtl3d.reporting.export import export_run, write_card
+
+    meta = export_run(run_dir, out, data_root=data_root, overwrite=overwrite)
+    typer.echo(f"{out}  sha256 {meta['file_sha256']}  (weights sha256 {meta['weights_sha256']})")
+    if card:
+        typer.echo(f"model card {write_card(meta, out)}")
+
+
+@app.command()
+def info(
+    lock: Annotated[
+        Path | None, typer.Option(help="the lock file to compare with [the repository's]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+) -> None:
+    """What a bug report needs: versions, torch build, CUDA/cuDNN, threads, GPUs, the lock file check."""
+    from mtl3d.envinfo import collect, format_info
+
+    data = collect(lock)
+    typer.echo(json.dumps(data, indent=1) if as_json else format_info(data))
 
 
 @app.command("models")
@@ -295,7 +375,7 @@ def models_cmd(
 ) -> None:
     """List the registered models, one line each (docs/models.md has the details)."""
     from mtl3d.models import list_models, model_summary
-    from mtl3d.models.registry import model_options
+    from mtl3d.models.registry import default_backbone, model_options
 
     if options is not None:
         for name, p in model_options(options).items():
@@ -304,7 +384,7 @@ def models_cmd(
     names = list_models()
     width = max(len(n) for n in names)
     for n in names:
-        typer.echo(f"{n:{width}s}  {model_summary(n)}")
+        typer.echo(f"{n:{width}s}  {model_summary(n)}  [default backbone: {default_backbone(n)}]")
 
 
 from mtl3d.reporting.cli import app as report_app  # noqa: E402  (after the app it extends)

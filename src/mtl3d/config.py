@@ -54,7 +54,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "mtl"
-    backbone: str = "resnet18"
+    backbone: str | None = None  # None: the model's default (`mtl3d models` lists them)
     pretrained: bool = False
     head_channels: int | None = None  # None: the model's default width (mtl/stl: 64)
     # Model-specific options = the constructor's keyword arguments (`mtl3d models --options NAME`),
@@ -309,6 +309,10 @@ def validate(cfg: TrainConfig) -> None:
     from mtl3d.models.registry import check_options
 
     cfg.model.options = check_options(cfg.model.name, cfg.model.options)
+    if cfg.model.backbone is None:
+        from mtl3d.models.registry import default_backbone
+
+        cfg.model.backbone = default_backbone(cfg.model.name)
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"config key 'device': {cfg.device!r}; valid: auto, cpu, cuda")
     r = cfg.regularizer

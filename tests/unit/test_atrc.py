@@ -187,8 +187,8 @@ def test_genotype_errors_name_the_valid_choices(tmp_path):
     bad.write_text(json.dumps({"genotype": {"semseg": {"semseg": "spatial"}}}))
     with pytest.raises(UserError, match="tlabel"):
         load_genotype(str(bad), ["semseg"])
-    with pytest.raises(UserError, match="needs a genotype"):
-        create_model("atrc", TASKS, 5)
+    with pytest.raises(UserError, match="needs a genotype for tasks depth, saliency"):
+        create_model("atrc", ["depth", "saliency"], 5)
 
 
 def test_released_code_format_parses_with_our_task_names():

@@ -234,15 +234,24 @@ def evaluate(
     progress: bool = True,
     eval_resolution: str | None = None,
     boundary_workers: int | None = None,
+    model_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score a finished run on ``split`` and write ``metrics.json`` (+ a few predictions).
+
+    ``model_file``: score a ``.mtl3d`` model file instead (:mod:`mtl3d.engine.modelfile`); ``run_dir`` is
+    then only where ``metrics.json`` and the predictions go.
 
     ``eval_resolution`` overrides the run's ``data.eval_resolution`` (``original`` | ``input``).
     ``boundary_workers``: processes that score edges while the network runs; default ``min(4, CPUs)``
     when the split has more than a handful of images, else 0 (no process start-up for tiny splits).
     """
     run_dir = Path(run_dir)
-    cfg, ckpt = load_run(run_dir)
+    if model_file is not None:
+        from mtl3d.engine.modelfile import load_run_state
+
+        cfg, ckpt, _ = load_run_state(model_file)
+    else:
+        cfg, ckpt = load_run(run_dir)
     if data_root is not None:
         cfg.data.root = data_root
     if eval_resolution is not None:

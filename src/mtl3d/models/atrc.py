@@ -23,6 +23,7 @@ attention width = ``F_t`` width / 2):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -45,6 +46,9 @@ from mtl3d.models.registry import register_model
 CONTEXTS = ("none", "global", "local", "tlabel", "slabel")
 LOCAL_BORDERS = ("zero_pad", "mask")
 PUBLISHED_GENOTYPES = ("nyud_hrnet18", "nyud_hrnet48", "pascal_hrnet18")
+# Without a genotype, ATRC takes the first of these published ones that covers its tasks (NYUD's tasks,
+# which SynthRooms shares, or PASCAL's), so `mtl3d train --model atrc` needs no search first.
+DEFAULT_GENOTYPES = ("nyud_hrnet18", "pascal_hrnet18")
 GENOTYPE_FORMAT = "mtl3d-atrc-genotype/1"
 LABEL_AUX = "label"  # name of the auxiliary (label-space) outputs in the deep-supervision dict
 # The released code's task names -> ours.
@@ -253,6 +257,18 @@ def load_genotype(spec: str, tasks: list[str]) -> Genotype:
     return {t: {s: grid[t][s] for s in tasks} for t in tasks}
 
 
+def default_genotype(tasks: list[str]) -> Genotype:
+    """The first of :data:`DEFAULT_GENOTYPES` that covers ``tasks``; none covering them is an error."""
+    for name in DEFAULT_GENOTYPES:
+        with contextlib.suppress(UserError):
+            return load_genotype(name, tasks)
+    raise UserError(
+        f"atrc needs a genotype for tasks {', '.join(tasks)} (no published one covers them): "
+        "--set model.genotype=FILE (from `mtl3d search atrc`) or one of "
+        f"{', '.join(PUBLISHED_GENOTYPES + CONTEXTS)}"
+    )
+
+
 def genotype_json(genotype: Genotype, **extra: Any) -> str:
     return json.dumps(
         {"format": GENOTYPE_FORMAT, "tasks": list(genotype), "genotype": genotype, **extra}, indent=2
@@ -272,6 +288,9 @@ class ATRC(DenseModel):
     auxiliary heads (``"label"``, cross-entropy in each task's label space, released code) and, with
     ``fpm``, MTI-Net's initial predictions per scale.
     """
+
+    # the HRNet family of the published genotypes, at its CPU-friendly size (published: W18/W48)
+    default_backbone = "hrnet_w18_small_v2"
 
     final_weight = 1.0
     aux_weight = 1.0
@@ -325,10 +344,7 @@ class ATRC(DenseModel):
                 raise UserError("an ATRC search model takes no genotype (it finds one)")
             self.genotype: Genotype = {}
         elif genotype is None:
-            raise UserError(
-                "atrc needs a genotype: --set model.genotype=FILE (from `mtl3d search atrc`) or one of "
-                f"{', '.join(PUBLISHED_GENOTYPES + CONTEXTS)}"
-            )
+            self.genotype = default_genotype(self.tasks)
         else:
             self.genotype = load_genotype(genotype, self.tasks)
 

@@ -41,6 +41,9 @@ class DenseModel(nn.Module):
     # True: ``decode`` also takes ``valid`` (``[B, 1, H, W]`` bool, False on padded pixels, or None when
     # nothing is padded); the trainer and the evaluator pass it (ATRC masks padding out of a softmax).
     reads_valid_mask: bool = False
+    # The backbone `mtl3d train --model NAME` uses when none is given (a model with another published or
+    # CPU-friendly encoder overrides it); `mtl3d models` lists it.
+    default_backbone: str = "resnet18"
     final_weight: float = 1.0  # loss weight of the final outputs (× task weight)
     aux_weight: float = 1.0  # loss weight of every auxiliary (deep-supervision) output (× task weight)
 

@@ -207,6 +207,9 @@ class InvPT(DenseModel):
     the published loss weighs them like the final ones (``final_weight = aux_weight = 1``).
     """
 
+    # a small ViT that trains on a CPU (published: vit_large_patch16_384, the recipes' choice)
+    default_backbone = "vit_tiny_patch16_224"
+
     final_weight = 1.0
     aux_weight = 1.0
 

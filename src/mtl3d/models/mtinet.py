@@ -139,6 +139,9 @@ class MTINet(DenseModel):
     full task weight at every scale and to the final output, hence ``final_weight = aux_weight = 1``.
     """
 
+    # the published HRNet family at its CPU-friendly size (published: HRNet-W18 small / W48)
+    default_backbone = "hrnet_w18_small_v2"
+
     final_weight = 1.0
     aux_weight = 1.0
 

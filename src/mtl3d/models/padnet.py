@@ -33,6 +33,9 @@ class PADNet(DenseModel):
     ``final_weight = aux_weight = 1``.
     """
 
+    # the published HRNet family at its CPU-friendly size (published: HRNet-W18 small / W48)
+    default_backbone = "hrnet_w18_small_v2"
+
     final_weight = 1.0
     aux_weight = 1.0
 

@@ -57,6 +57,14 @@ def model_summary(name: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def default_backbone(name: str) -> str:
+    """The backbone a model is built with when none is given (its class's ``default_backbone``)."""
+    _import_all()
+    if name not in _MODELS:
+        raise unknown_name("model", name, list(_MODELS))
+    return _MODELS[name].default_backbone
+
+
 def model_options(name: str) -> dict[str, inspect.Parameter]:
     """The options (constructor keyword arguments) a model accepts, with their defaults."""
     _import_all()
@@ -86,7 +94,7 @@ def create_model(
     name: str,
     tasks: list[str],
     num_classes: int | dict[str, int] | None = None,
-    backbone: str = "resnet18",
+    backbone: str | None = None,
     pretrained: bool = False,
     **kwargs: Any,
 ):
@@ -103,6 +111,7 @@ def create_model(
         return num_classes.get(t) if isinstance(num_classes, dict) else num_classes
 
     out_channels = {t: get_task(t).out_channels(classes(t)) for t in tasks}
+    backbone = backbone or _MODELS[name].default_backbone
     return _MODELS[name](out_channels, backbone=backbone, pretrained=pretrained, **kwargs)
 
 
