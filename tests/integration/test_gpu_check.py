@@ -13,9 +13,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _gpu_check():
+def _gpu_check(monkeypatch: pytest.MonkeyPatch):
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", module)  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -53,7 +54,7 @@ def test_a_failing_model_fails_the_check(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(emulate, "check_cuda_path", broken)
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--dry", "--models", "invpt", "--out", str(tmp_path)])
-    assert _gpu_check().main() == 1
+    assert _gpu_check(monkeypatch).main() == 1
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["failed"] == 2 and all(
         r["status"].startswith("failed: RuntimeError") for r in report["emulation"]

@@ -14,7 +14,6 @@ original size with the evaluator's own steps (:func:`~mtl3d.engine.evaluator.to_
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -28,10 +27,11 @@ from mtl3d import config as C
 from mtl3d.data.folder import read_manifest
 from mtl3d.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize
 from mtl3d.engine import modelfile
-from mtl3d.engine.evaluator import collate_eval, load_run, postprocess, to_original
+from mtl3d.engine.evaluator import collate_eval, infer, load_run, postprocess, to_original
+from mtl3d.engine.fastpath import FastPath
 from mtl3d.engine.trainer import resolve_device, to_device
 from mtl3d.errors import UserError
-from mtl3d.models import build_model, decode_inputs
+from mtl3d.models import build_model
 from mtl3d.tasks import get_task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -209,7 +209,9 @@ class Model:
                 f"{source}: weights do not fit model {cfg.model.name!r} ({str(e)[:200]})"
             ) from None
         self.device = resolve_device(device)
-        self.network.to(self.device).eval()
+        # The CUDA path as training runs it: channels-last and bf16 autocast (config's amp); none on a CPU
+        self.fast = FastPath.for_device(self.device, cfg.amp)
+        self.fast.module(self.network.to(self.device).eval())
         self.tasks: list[str] = list(self.network.main_tasks)
         self.class_names: dict[str, list[str]] = dict(meta.get("class_names") or {})
         self.palettes: dict[str, list[list[int]]] = dict(meta.get("palettes") or {})
@@ -252,11 +254,7 @@ class Model:
         batch = collate_eval([self._sample(a) for a in arrays])
         batch = to_device(batch, self.device)
         in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
-        amp = self.device.type == "cuda" and self.cfg.amp
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        with ctx:
-            feats = self.network.encode(batch["image"])
-            out = self.network.decode(feats, in_size, **decode_inputs(self.network, batch, in_size))
+        _, out = infer(self.network, batch, self.fast)
         results = []
         for i, (box, hw) in enumerate(
             zip(batch["valid_box"].tolist(), batch["original_size"].tolist(), strict=True)
