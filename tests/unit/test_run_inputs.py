@@ -242,3 +242,34 @@ def test_resume_checks_the_checkpoints_config(monkeypatch, capsys, tmp_path, dat
     code, err = _run(monkeypatch, capsys, *base)
     assert code == 0, err
     assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"] == 0.001
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda s: s["variants"][0]["args"].update(model="mtll"), "unknown model 'mtll'"),
+        (lambda s: s["datasets"][0].update(name="synthroom"), "unknown dataset 'synthroom'"),
+        (lambda s: s["datasets"][0]["train"].update(iters=0), "config key 'iters' must be >= 1, got 0"),
+        (lambda s: s["variants"][0]["args"].update({"batch-size": -2}), "config key 'batch_size'"),
+        (lambda s: s["variants"][0]["args"].update(lrr=0.1), "mtl3d train has no option --lrr"),
+        (lambda s: s.update(reference="stll"), "reference variant 'stll' is not among the variants"),
+    ],
+)
+def test_check_study_refuses_what_a_job_would_fail_on(tmp_path, edit, needle):
+    from typer.testing import CliRunner
+
+    from mtl3d.reporting.cli import app
+
+    study = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    edit(study)
+    f = REPO / "config" / f".test-{os.getpid()}.yaml"  # in the project: config paths resolve from its root
+    f.write_text(yaml.safe_dump(study))
+    try:
+        res = CliRunner().invoke(app, ["check-study", str(f)])
+    finally:
+        f.unlink()
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and res.output.count("\n") == 1, res.output
