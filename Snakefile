@@ -5,6 +5,8 @@
 #   snakemake --cores all                                   # default study (params.yaml)
 #   snakemake --cores 2 --configfile config/smoke.yaml      # another study: REPLACES params.yaml
 #   snakemake --executor slurm --workflow-profile profiles/slurm --configfile config/nyud.yaml
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -18,6 +20,10 @@ if not workflow.config_settings.configfiles:
 
 
 validate(config, "config/schema.yaml")
+# What the schema cannot check (models, datasets, value ranges, the reference variant), before any job.
+from mtl3d.reporting.study import check_study  # noqa: E402
+
+check_study(config, Path(workflow.basedir))
 
 
 # `snakemake --report report.html` collects the figures of the notebooks into one HTML page.

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from mtl3d.errors import UserError
+from mtl3d.errors import Terminated, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -28,8 +28,12 @@ def _set_nested(d: dict[str, Any], dotted: str, value: Any) -> None:
     from mtl3d.config import deep_merge
 
     keys = dotted.split(".")
-    for k in keys[:-1]:
+    if not all(keys):
+        raise UserError(f"empty key in {dotted!r}")
+    for i, k in enumerate(keys[:-1]):
         d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise UserError(f"{'.'.join(keys[: i + 1])} is not a mapping ({d!r})")
     old = d.get(keys[-1])
     d[keys[-1]] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
 
@@ -49,6 +53,9 @@ def data_prepare(
     seed: Annotated[int | None, typer.Option(help="synthrooms [0]")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="synthrooms: val scenes [0.2]")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing different dataset")] = False,
+    verify: Annotated[
+        bool, typer.Option(help="check every file's checksum and repair the damaged ones")
+    ] = False,
 ) -> None:
     """Write the processed layout + manifest.json (SynthRooms is generated here, deterministically;
     NYUD/PASCAL are converted from the archives of `mtl3d data download`)."""
@@ -68,7 +75,12 @@ def data_prepare(
     }
     options = {k: v for k, v in given.items() if v is not None}
     root = root or Path("data/processed") / dataset
-    man = prepare_dataset(dataset, root, overwrite=overwrite, **options)
+    man = prepare_dataset(dataset, root, overwrite=overwrite, verify=verify, **options)
+    if man.get("repaired"):
+        typer.echo(
+            f"repaired {len(man['repaired'])} damaged or missing files: {', '.join(man['repaired'][:5])}"
+            + (" ..." if len(man["repaired"]) > 5 else "")
+        )
     counts = ", ".join(f"{k} {v}" for k, v in man.get("splits", {}).items())
     what = f" ({man['variant']} variant)" if man.get("variant") else ""
     typer.echo(f"{dataset}{what} ready at {root} ({counts} images)")
@@ -199,7 +211,13 @@ def _load_config(config: Path | None, set_: list[str] | None, options: dict[str,
         if "=" not in item:
             raise UserError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        _set_nested(over, k.strip(), yaml.safe_load(v))
+        try:
+            _set_nested(over, k.strip(), yaml.safe_load(v))
+        except yaml.YAMLError as e:
+            why = getattr(e, "problem", None) or "bad YAML"
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({why})") from None
+        except UserError as e:
+            raise UserError(f"--set {item!r}: {e}") from None
     return C.load(config, over)
 
 
@@ -392,13 +410,40 @@ from mtl3d.reporting.cli import app as report_app  # noqa: E402  (after the app 
 app.add_typer(report_app, name="report", help="Collect results into tables and figures.")
 
 
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
 def main() -> None:
-    """Entry point: a user mistake is one line on stderr and exit code 2, never a traceback."""
+    """Entry point: a user mistake or an operating-system error (permissions, missing folder, disk full)
+    is one line on stderr and exit code 2, never a traceback (``mtl3d --debug ...`` shows it)."""
+    global _debug
+    _debug = False
     try:
         app()  # standalone mode: click reports usage errors itself and exits
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        if _debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Terminated as e:
+        # the work in progress was cleaned up on the way here (temporary folders, worker processes)
+        print(f"error: stopped by {e}", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
+
+
+def _one_line(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+        return f"{e.strerror}: {' -> '.join(names)}" if names else e.strerror
+    return " ".join(str(e).split("\n"))
 
 
 if __name__ == "__main__":

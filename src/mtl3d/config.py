@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -243,7 +244,9 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"{what} not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -265,17 +268,104 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     return from_dict(data)
 
 
+# The allowed range of every numeric config key (a list's items and a mapping's values each): checked
+# before a run writes anything, so a bad value never crashes a run half-way.
+RANGES: dict[str, str] = {
+    "data.height": ">= 1",
+    "data.width": ">= 1",
+    "data.num_workers": ">= 0",
+    "data.train_fraction": "in (0, 1]",
+    "data.scale_range": "> 0",
+    "model.head_channels": ">= 1",
+    "model.final_weight": ">= 0",
+    "model.aux_weight": ">= 0",
+    "optim.lr": "> 0",
+    "optim.backbone_lr": ">= 0",
+    "optim.weight_decay": ">= 0",
+    "optim.momentum": "in [0, 1)",
+    "optim.betas": "in [0, 1)",
+    "optim.poly_power": ">= 0",
+    "optim.milestones": ">= 1",
+    "optim.gamma": "> 0",
+    "optim.grad_clip": "> 0",
+    "regularizer.plane_ch": ">= 1",
+    "regularizer.plane_res": ">= 1",
+    "regularizer.plane_hidden": ">= 1",
+    "regularizer.hidden": ">= 1",
+    "regularizer.feat_dim": ">= 1",
+    "regularizer.near": "> 0",
+    "regularizer.far": "> 0",
+    "regularizer.n_samples": ">= 1",
+    "regularizer.render_stride": ">= 1",
+    "regularizer.alpha": ">= 0",
+    "regularizer.task_alpha": ">= 0",
+    "regularizer.depth_supervision": ">= 0",
+    "regularizer.cross_view_alpha": ">= 0",
+    "regularizer.chunk_rays": ">= 1",
+    "task_weights": ">= 0",
+    "edge_pos_weight": "in [0, 1]",
+    "iters": ">= 1",
+    "batch_size": ">= 1",
+    "grad_accum": ">= 1",
+    "seed": ">= 0",
+    "log_every": ">= 1",
+    "ckpt_every": ">= 1",
+    "eval_batch_size": ">= 1",
+    "n_saved_predictions": ">= 0",
+}
+
+
+def _in_range(value: float, rule: str) -> bool:
+    if rule.startswith("in "):
+        lo, hi = (float(x) for x in rule[4:-1].split(","))
+        above = value > lo if rule[3] == "(" else value >= lo
+        below = value < hi if rule[-1] == ")" else value <= hi
+        return above and below
+    op, bound = rule.split()
+    return value >= float(bound) if op == ">=" else value > float(bound)
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Every number finite and inside its ``RANGES`` entry; a ``UserError`` naming the key otherwise."""
+
+    def walk(d: dict[str, Any], prefix: str = "") -> None:
+        for k, v in d.items():
+            key = prefix + k
+            if isinstance(v, dict) and key not in RANGES:
+                walk(v, key + ".")
+                continue
+            items = (
+                list(v.items())
+                if isinstance(v, dict)
+                else [(None, x) for x in v]
+                if isinstance(v, list)
+                else [(None, v)]
+            )
+            for sub, x in items:
+                if isinstance(x, bool) or not isinstance(x, (int, float)):
+                    continue
+                where = key if sub is None else f"{key}.{sub}"
+                rule = RANGES.get(key)
+                if not math.isfinite(x) or (rule is not None and not _in_range(x, rule)):
+                    shown = v if isinstance(v, list) else x
+                    raise UserError(
+                        f"config key {where!r} must be {rule or 'a finite number'}, got {shown!r}"
+                    )
+
+    walk(to_dict(cfg))
+    r = cfg.regularizer
+    if r.near is not None and r.far is not None and r.far <= r.near:
+        raise UserError(f"config key 'regularizer.far' ({r.far}) must be > regularizer.near ({r.near})")
+
+
 def validate(cfg: TrainConfig) -> None:
     from mtl3d.tasks import parse_tasks
 
+    check_ranges(cfg)
     cfg.tasks = parse_tasks(cfg.tasks)
     for t in list(cfg.task_weights) + list(cfg.losses) + list(cfg.regularizer.task_alpha):
         if t not in cfg.tasks:
             raise UserError(f"config names task {t!r} which is not in tasks ({', '.join(cfg.tasks)})")
-    if cfg.iters < 1 or cfg.batch_size < 1:
-        raise UserError("config keys 'iters' and 'batch_size' must be >= 1")
-    if cfg.grad_accum < 1:
-        raise UserError(f"config key 'grad_accum' must be >= 1, got {cfg.grad_accum}")
     o = cfg.optim
     if o.name not in ("adam", "sgd"):
         raise UserError(f"config key 'optim.name': unknown optimizer {o.name!r}; valid: adam, sgd")
@@ -283,24 +373,18 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"config key 'optim.schedule': {o.schedule!r}; valid: constant, poly, step")
     if o.schedule_unit not in ("iter", "epoch"):
         raise UserError(f"config key 'optim.schedule_unit': {o.schedule_unit!r}; valid: epoch, iter")
-    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+    if len(o.betas) != 2:
         raise UserError(f"config key 'optim.betas' must be two numbers in [0, 1), got {o.betas}")
-    if o.lr <= 0 or (o.backbone_lr is not None and o.backbone_lr < 0):
-        raise UserError("config keys 'optim.lr' (> 0) and 'optim.backbone_lr' (>= 0) must be positive")
     if o.schedule == "step" and (not o.milestones or sorted(o.milestones) != o.milestones):
         raise UserError(
             "config key 'optim.milestones' must be a non-empty increasing list for schedule 'step'"
         )
-    if o.grad_clip is not None and o.grad_clip <= 0:
-        raise UserError(f"config key 'optim.grad_clip' must be > 0 or null, got {o.grad_clip}")
     d = cfg.data
     if d.resize_mode not in ("resize", "pad"):
         raise UserError(f"config key 'data.resize_mode': {d.resize_mode!r}; valid: pad, resize")
     if d.eval_resolution not in ("original", "input"):
         raise UserError(f"config key 'data.eval_resolution': {d.eval_resolution!r}; valid: input, original")
-    if d.scale_range is not None and (
-        len(d.scale_range) != 2 or not 0 < d.scale_range[0] <= d.scale_range[1]
-    ):
+    if d.scale_range is not None and (len(d.scale_range) != 2 or d.scale_range[0] > d.scale_range[1]):
         raise UserError(
             f"config key 'data.scale_range' must be two numbers 0 < lo <= hi, got {d.scale_range}"
         )
@@ -336,6 +420,6 @@ def task_weight(cfg: TrainConfig, task: str) -> float:
 
 
 def save(cfg: TrainConfig, path: str | Path) -> None:
-    from mtl3d.engine.checkpoint import atomic_write_text
+    from mtl3d.io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -312,7 +312,9 @@ def test_non_empty_root_without_manifest_refused(fresh, tmp_path):
     root = tmp_path / "out"
     root.mkdir()
     (root / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match=r"out is not empty and has no manifest\.json; pass overwrite=True"):
+    with pytest.raises(
+        UserError, match=r"out is not empty and has no manifest\.json; pass --overwrite to write there"
+    ):
         nyud.convert(fresh("atrc"), root, "atrc", workers=0, progress=False)
 
 

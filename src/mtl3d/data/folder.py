@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mtl3d.data.publish import check_format, mark_damaged, read_existing_manifest
 from mtl3d.errors import UserError
 
 _FILES = {
@@ -53,9 +54,24 @@ def read_manifest(root: str | Path, dataset: str) -> dict[str, Any]:
             f"run: mtl3d data prepare {dataset} --root {root}"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"corrupt file {path}: {e.msg} (line {e.lineno}); prepare the data again") from None
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        why = f"{e.msg} (line {e.lineno})" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise UserError(f"corrupt file {path}: {why}; prepare the data again") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"corrupt file {path}: not a JSON object; prepare the data again")
+    check_format(manifest, root)
+    return manifest
+
+
+def _damaged(path: Path, what: str, why: str) -> UserError:
+    """The error for a file that does not read; notes it so that the next `prepare` verifies and repairs."""
+    root = path.parent.parent  # ROOT/<folder>/<id>.<ext>
+    mark_damaged(root, f"{path.parent.name}/{path.name}")
+    name = read_existing_manifest(root).get("dataset", "DATASET")
+    return UserError(
+        f"{what} {path} ({why}); repair it: mtl3d data prepare {name} --root {root} --verify (same options)"
+    )
 
 
 def _load_image(path: Path) -> np.ndarray:
@@ -63,18 +79,18 @@ def _load_image(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im)
     except FileNotFoundError:
-        raise UserError(f"missing file {path}; prepare the data again") from None
+        raise _damaged(path, "missing file", "not there") from None
     except Exception as e:  # PIL raises many types for truncated or garbage files
-        raise UserError(f"corrupt image file {path} ({type(e).__name__}); prepare the data again") from None
+        raise _damaged(path, "corrupt image file", type(e).__name__) from None
 
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise UserError(f"missing file {path}; prepare the data again") from None
+        raise _damaged(path, "missing file", "not there") from None
     except Exception as e:
-        raise UserError(f"corrupt array file {path} ({type(e).__name__}); prepare the data again") from None
+        raise _damaged(path, "corrupt array file", type(e).__name__) from None
 
 
 class FolderDataset(Dataset):

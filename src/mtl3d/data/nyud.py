@@ -31,8 +31,7 @@ import re
 import secrets
 import shutil
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_EXCEPTION, wait
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +40,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import npy_bytes, png_bytes
-from mtl3d.data.publish import publish, read_existing_manifest
+from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
 from mtl3d.errors import UserError, unknown_name
+from mtl3d.workers import WorkerPool
 
 __all__ = ["CLASSES", "FAR", "IGNORE", "NEAR", "SIZES", "VARIANTS", "convert", "intrinsics", "prepare"]
 
 VARIANTS = ("atrc", "survey")
-FORMAT_VERSION = 1
+FORMAT_VERSION = FORMAT_VERSIONS["nyud"]
 TASKS = ("semseg", "depth", "normals", "edges")
 IGNORE = 255
 # Rendering range of the regularizer (metres); the Kinect's useful range is about 0.5..10 m.
@@ -316,9 +316,23 @@ def _check_source(src: Path, variant: str, ids: list[str]) -> None:
 # Writing
 
 
-def _complete(root: Path, manifest: dict[str, Any]) -> bool:
-    sums = manifest.get("checksums")
-    return bool(sums) and all((root / rel).is_file() for rel in sums)
+def _reconvert(src: Path, tmp: Path, variant: str, limit: int | None, rels: list[str]) -> None:
+    """Converts again, into ``tmp``, the views (and split files) that the paths ``rels`` belong to."""
+    if not src.is_dir():
+        raise UserError(
+            f"nyud: cannot repair: source folder {src} does not exist; "
+            f"run: mtl3d data download nyud --variant {variant}"
+        )
+    for name in _DATA_DIRS:
+        (tmp / name).mkdir(exist_ok=True)
+    splits = _read_splits(src, limit)
+    for split in _SPLITS:
+        (tmp / "splits" / f"{split}.txt").write_bytes("".join(vid + "\n" for vid in splits[split]).encode())
+    views = sorted({Path(rel).name.split(".", 1)[0] for rel in rels if not rel.startswith("splits/")})
+    known = {vid for ids in splits.values() for vid in ids}
+    for vid in views:
+        if vid in known:
+            _convert_one(str(src), str(tmp), variant, vid)
 
 
 def _run(src: Path, tmp: Path, variant: str, ids: list[str], workers: int, progress: bool) -> dict[str, str]:
@@ -332,25 +346,18 @@ def _run(src: Path, tmp: Path, variant: str, ids: list[str], workers: int, progr
             return sums
         # spawn, not fork: the caller may hold threads (torch, tqdm's monitor) that a forked child could
         # deadlock on (the reason Python 3.14 stopped forking by default)
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(ids)), mp_context=ctx)
-        try:
+        with WorkerPool(
+            min(workers, len(ids)),
+            "nyud conversion",
+            "convert in this process with --workers 0",
+            context=multiprocessing.get_context("spawn"),
+        ) as pool:
             pending = {pool.submit(_convert_one, str(src), str(tmp), variant, vid) for vid in ids}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for fut in done:
-                    sums.update(fut.result())  # re-raises a worker's UserError here
+                    sums.update(pool.result(fut))  # re-raises a worker's UserError here
                     bar.update()
-        except BrokenProcessPool as e:
-            # a worker was killed (memory) or could not start (spawn re-imports the caller's script,
-            # which fails for code piped to stdin or a script without a __main__ guard)
-            raise UserError(
-                f"nyud: a conversion worker process died ({e}); "
-                "convert in this process with workers=0 (--workers 0)"
-            ) from None
-        finally:
-            # on an error, drop the queued views instead of converting all of them first
-            pool.shutdown(wait=True, cancel_futures=True)
         return sums
     finally:
         bar.close()
@@ -366,13 +373,15 @@ def convert(
     progress: bool = True,
     source: dict | None = None,
     limit: int | None = None,
+    verify: bool = False,
 ) -> dict[str, Any]:
     """Converts the extracted archive folder ``src`` (``NYUDv2/`` or ``NYUD_MT/``) into ``root``.
 
     Returns the manifest. ``source`` is the provenance recorded in the manifest (default: the resolved
     ``src`` path); ``limit`` converts only the first N ids of each split. An existing conversion with the
-    same variant, source and limit is returned as it is; a different dataset in ``root`` is replaced only
-    with ``overwrite=True``. Files go to ``root/.tmp-*`` and are moved into place at the end, manifest
+    same variant, source and limit is returned as it is once its missing files (``verify``: and those whose
+    checksum differs) are converted again; a different dataset in ``root`` is replaced only with
+    ``overwrite=True``. Files go to ``root/.tmp-*`` and are moved into place at the end, manifest
     last, so an interrupted run never leaves a manifest. ``workers`` processes convert in parallel
     (default ``min(4, cpu_count)``; 0 = in this process).
     """
@@ -397,23 +406,24 @@ def convert(
         same = (
             old.get("dataset") == "nyud"
             and old.get("variant") == variant
-            and old.get("format_version") == FORMAT_VERSION
             and old.get("source") == source
             and old.get("limit") == limit
+            and bool(old.get("checksums"))
         )
-        if same and _complete(root, old):
-            return old
-        # the same conversion with files missing is repaired; anything else needs consent
-        if not same and not overwrite:
+        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
+            # the same conversion: missing (with verify: damaged) files are converted again, only them
+            return reuse_or_repair(
+                root, old, [], verify, lambda tmp, bad: _reconvert(src, tmp, variant, limit, bad)
+            )
+        if not overwrite:
             what = f"{old.get('dataset', '?')} {old.get('variant', '')}".strip()
             raise UserError(
                 f"nyud: {man_path} describes a different dataset ({what}, limit={old.get('limit')}); "
-                "pass overwrite=True (--overwrite) to replace it"
+                "pass --overwrite to replace it"
             )
     elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
         raise UserError(
-            f"nyud: {root} is not empty and has no manifest.json; "
-            "pass overwrite=True (--overwrite) to write there"
+            f"nyud: {root} is not empty and has no manifest.json; pass --overwrite to write there"
         )
 
     if not src.is_dir():
@@ -472,6 +482,7 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
     limit: int | None = None,
+    verify: bool = False,
 ) -> dict[str, Any]:
     """Finds (verifying/extracting as needed) the ``variant`` archive under ``raw`` and converts it."""
     if variant not in VARIANTS:  # before touching any archive
@@ -488,4 +499,5 @@ def prepare(
         progress=progress,
         source=source,
         limit=limit,
+        verify=verify,
     )

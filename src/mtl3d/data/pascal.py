@@ -24,6 +24,7 @@ arbitrary units.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,7 +33,6 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -45,9 +45,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import png_bytes
-from mtl3d.data.publish import publish, read_existing_manifest
+from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
 from mtl3d.errors import UserError, unknown_name
 from mtl3d.metrics.boundary import thin
+from mtl3d.workers import WorkerPool
 
 __all__ = [
     "CLASSES",
@@ -64,7 +65,7 @@ __all__ = [
 
 VARIANTS = ("atrc", "survey")
 TOP_DIRS = {"atrc": "PASCALContext", "survey": "PASCAL_MT"}
-FORMAT_VERSION = 1
+FORMAT_VERSION = FORMAT_VERSIONS["pascal"]
 IGNORE = 255
 PERSON = 15  # VOC / PASCAL-Part class index of 'person'
 # the 20 VOC classes and background, in label order
@@ -360,13 +361,19 @@ class _Converter:
         _check_size(sal_path, sal, size)
         saliency = sal.astype(np.float32) / 255.0 > 0.5  # the loaders' threshold, on their float scale
 
-        (out / "images" / f"{vid}.jpg").write_bytes(data)
-        (out / "semseg" / f"{vid}.png").write_bytes(png_bytes(semseg))
-        (out / "human_parts" / f"{vid}.png").write_bytes(png_bytes(parts))
-        (out / "edges" / f"{vid}.png").write_bytes(png_bytes(edges.astype(np.uint8) * np.uint8(255)))
-        (out / "normals" / f"{vid}.png").write_bytes(png_bytes(normals))
-        (out / "saliency" / f"{vid}.png").write_bytes(png_bytes(saliency.astype(np.uint8) * np.uint8(255)))
-        return vid, {"size": [h, w], "has_person": has_person}
+        files = {
+            f"images/{vid}.jpg": data,
+            f"semseg/{vid}.png": png_bytes(semseg),
+            f"human_parts/{vid}.png": png_bytes(parts),
+            f"edges/{vid}.png": png_bytes(edges.astype(np.uint8) * np.uint8(255)),
+            f"normals/{vid}.png": png_bytes(normals),
+            f"saliency/{vid}.png": png_bytes(saliency.astype(np.uint8) * np.uint8(255)),
+        }
+        sums = {}
+        for rel, blob in files.items():
+            (out / rel).write_bytes(blob)
+            sums[rel] = hashlib.sha256(blob).hexdigest()
+        return vid, {"size": [h, w], "has_person": has_person, "checksums": sums}
 
 
 # ------------------------------------------------------------------------------------------ dataset I/O
@@ -432,15 +439,26 @@ def _expected_files(manifest: dict[str, Any]) -> Iterable[str]:
             yield f"{folder}/{vid}.png"
 
 
-def _complete(root: Path, manifest: dict[str, Any]) -> bool:
-    return bool(manifest.get("views")) and all((root / rel).is_file() for rel in _expected_files(manifest))
+def _split_bytes(members: list[str]) -> bytes:
+    return "".join(vid + "\n" for vid in members).encode()
+
+
+def _reconvert(src: Path, tmp: Path, limit: int | None, rels: list[str]) -> None:
+    """Converts again, into ``tmp``, the views (and split files) that the paths ``rels`` belong to."""
+    for name in _DATA_DIRS:
+        (tmp / name).mkdir(exist_ok=True)
+    for split in ("train", "val"):
+        if f"splits/{split}.txt" in rels:
+            (tmp / "splits" / f"{split}.txt").write_bytes(_split_bytes(_read_split(src, split, limit)))
+    convert_one = _Converter(src, tmp)
+    for vid in sorted({Path(rel).name.split(".", 1)[0] for rel in rels if not rel.startswith("splits/")}):
+        convert_one(vid)
 
 
 def _identity(manifest: dict[str, Any]) -> tuple[Any, ...]:
     """What decides whether an existing dataset is the one asked for (not the timing)."""
     return (
         manifest.get("dataset"),
-        manifest.get("format_version"),
         manifest.get("variant"),
         manifest.get("limit"),
         manifest.get("source"),
@@ -459,16 +477,11 @@ def _run(
                 views[key] = meta
                 bar.update()
             return views
-        pool = ProcessPoolExecutor(max_workers=workers)
-        try:
+        with WorkerPool(workers, "pascal conversion", "convert in this process with --workers 0") as pool:
             # chunks amortise the inter-process round trips (~50 ms of work per image)
             for key, meta in pool.map(convert_one, ids, chunksize=max(1, min(16, len(ids) // (4 * workers)))):
                 views[key] = meta
                 bar.update()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # do not keep converting after an error
-            raise
-        pool.shutdown(wait=True)
         return views
     finally:
         bar.close()
@@ -484,14 +497,16 @@ def convert(
     progress: bool = True,
     source: dict[str, Any] | None = None,
     limit: int | None = None,
+    verify: bool = False,
 ) -> dict[str, Any]:
     """Converts an extracted PASCAL archive folder ``src`` into the processed layout at ``root``.
 
     ``src`` is the archive's top folder (``PASCALContext/`` or ``PASCAL_MT/``) or the folder holding it.
     ``source`` is the provenance recorded in the manifest (default: the source path). ``limit`` keeps the
     first N ids of each split. ``workers`` processes convert images in parallel (default
-    ``min(4, cpu_count)``; 0 = in this process). An existing, complete dataset converted the same way is
-    returned unchanged; a different one is only replaced with ``overwrite=True``. Files are written into
+    ``min(4, cpu_count)``; 0 = in this process). An existing dataset converted the same way is returned
+    once its missing files (``verify``: and those whose checksum differs) are converted again; a different
+    one is only replaced with ``overwrite=True``. Files are written into
     ``root/.tmp-*`` and moved into place at the end, manifest last, so an interrupted run never leaves a
     dataset that looks complete. Returns the manifest.
     """
@@ -520,17 +535,20 @@ def convert(
     man_path = root / "manifest.json"
     if man_path.is_file():
         old = read_existing_manifest(root)
-        if _identity(old) == _identity(wanted) and _complete(root, old):
-            return old
+        same = _identity(old) == _identity(wanted) and bool(old.get("views"))
+        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
+            # the same conversion: missing (with verify: damaged) files are converted again, only them
+            return reuse_or_repair(
+                root, old, _expected_files(old), verify, lambda tmp, bad: _reconvert(src, tmp, limit, bad)
+            )
         if not overwrite:
             raise UserError(
                 f"pascal: {root} already holds a different dataset ({man_path}); "
-                "pass overwrite=True (--overwrite) to replace it"
+                "pass --overwrite to replace it"
             )
     elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
         raise UserError(
-            f"pascal: {root} is not empty and has no manifest.json; "
-            "pass overwrite=True (--overwrite) to write there"
+            f"pascal: {root} is not empty and has no manifest.json; pass --overwrite to write there"
         )
 
     splits = {split: _read_split(src, split, limit) for split in ("train", "val")}
@@ -556,8 +574,11 @@ def convert(
                 "K": default_intrinsics(h, w).tolist(),
                 "has_person": meta[vid]["has_person"],
             }
+        sums = {rel: digest for vid in ids for rel, digest in meta[vid]["checksums"].items()}
         for split, members in splits.items():
-            (tmp / "splits" / f"{split}.txt").write_text("".join(vid + "\n" for vid in members))
+            data = _split_bytes(members)
+            (tmp / "splits" / f"{split}.txt").write_bytes(data)
+            sums[f"splits/{split}.txt"] = hashlib.sha256(data).hexdigest()
         manifest = {
             **wanted,
             "classes": list(CLASSES),
@@ -575,6 +596,7 @@ def convert(
             "splits": {split: len(members) for split, members in splits.items()},
             "persons": {s: sum(views[v]["has_person"] for v in members) for s, members in splits.items()},
             "views": views,
+            "checksums": dict(sorted(sums.items())),
             "prepare_seconds": round(time.perf_counter() - start, 2),
         }
         published = publish(tmp, root, _DATA_DIRS, manifest)
@@ -591,6 +613,7 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
     limit: int | None = None,
+    verify: bool = False,
 ) -> dict[str, Any]:
     """Finds (extracting if needed) the downloaded ``variant`` archive under ``raw`` and converts it
     into ``root``; returns the manifest (see :func:`convert`)."""
@@ -608,4 +631,5 @@ def prepare(
         progress=progress,
         source=source,
         limit=limit,
+        verify=verify,
     )

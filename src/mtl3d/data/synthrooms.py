@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,20 +29,50 @@ import numpy as np
 from tqdm import tqdm
 
 from mtl3d.data.encode import npy_bytes, png_bytes
-from mtl3d.data.publish import publish, read_existing_manifest
+from mtl3d.data.publish import (
+    FORMAT_VERSIONS,
+    damaged_files,
+    publish,
+    read_existing_manifest,
+    reuse_or_repair,
+)
 from mtl3d.errors import UserError
 
 __all__ = [
-    "CLASSES", "FAR", "IGNORE", "NEAR", "Material", "Primitive", "Scene", "camera_poses",
-    "edges_from_labels", "intrinsics", "look_at", "prepare", "render", "sample_scene", "scene_for",
+    "CLASSES",
+    "FAR",
+    "IGNORE",
+    "NEAR",
+    "Material",
+    "Primitive",
+    "Scene",
+    "camera_poses",
+    "edges_from_labels",
+    "intrinsics",
+    "look_at",
+    "prepare",
+    "render",
+    "sample_scene",
+    "scene_for",
     "verify",
 ]
 
 CLASSES: tuple[str, ...] = (
-    "wall", "floor", "ceiling", "table", "cabinet", "bed", "box", "ball", "pillar", "lamp", "shelf", "bin",
+    "wall",
+    "floor",
+    "ceiling",
+    "table",
+    "cabinet",
+    "bed",
+    "box",
+    "ball",
+    "pillar",
+    "lamp",
+    "shelf",
+    "bin",
 )
 IGNORE = 255
-FORMAT_VERSION = 1
+FORMAT_VERSION = FORMAT_VERSIONS["synthrooms"]
 TASKS = ("semseg", "depth", "normals", "edges")
 ROOM_X = (4.0, 8.0)
 ROOM_Z = (3.0, 6.0)
@@ -58,7 +89,8 @@ _C = {name: i for i, name in enumerate(CLASSES)}
 # Instances 0..5 are the room faces, in this order.
 _FACE_LABELS = (_C["floor"], _C["ceiling"], _C["wall"], _C["wall"], _C["wall"], _C["wall"])
 _FACE_NORMALS = np.array(  # world normals pointing into the room (towards any camera inside it)
-    [[0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
+    [[0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64
+)
 _DATA_DIRS = ("images", "depth", "normals", "semseg", "edges", "splits")
 
 # Colours are shared between classes on purpose: class must be inferred from shape and context,
@@ -83,16 +115,33 @@ _PALETTES: dict[str, tuple[tuple[float, float, float], ...]] = {
 }
 # Pattern probabilities (plain, stripes, checker, noise) per class.
 _PATTERNS: dict[str, tuple[float, float, float, float]] = {
-    "wall": (0.45, 0.2, 0.1, 0.25), "floor": (0.2, 0.3, 0.3, 0.2), "ceiling": (0.6, 0.1, 0.05, 0.25),
-    "table": (0.35, 0.2, 0.1, 0.35), "cabinet": (0.4, 0.25, 0.1, 0.25), "bed": (0.25, 0.35, 0.25, 0.15),
-    "box": (0.4, 0.2, 0.2, 0.2), "ball": (0.3, 0.35, 0.2, 0.15), "pillar": (0.4, 0.2, 0.15, 0.25),
-    "lamp": (0.5, 0.2, 0.1, 0.2), "shelf": (0.35, 0.25, 0.1, 0.3), "bin": (0.35, 0.3, 0.15, 0.2),
+    "wall": (0.45, 0.2, 0.1, 0.25),
+    "floor": (0.2, 0.3, 0.3, 0.2),
+    "ceiling": (0.6, 0.1, 0.05, 0.25),
+    "table": (0.35, 0.2, 0.1, 0.35),
+    "cabinet": (0.4, 0.25, 0.1, 0.25),
+    "bed": (0.25, 0.35, 0.25, 0.15),
+    "box": (0.4, 0.2, 0.2, 0.2),
+    "ball": (0.3, 0.35, 0.2, 0.15),
+    "pillar": (0.4, 0.2, 0.15, 0.25),
+    "lamp": (0.5, 0.2, 0.1, 0.2),
+    "shelf": (0.35, 0.25, 0.1, 0.3),
+    "bin": (0.35, 0.3, 0.15, 0.2),
 }
 # Pattern frequencies (cycles per metre), low enough not to alias badly at the default 96x128.
 _FREQ = {STRIPES: (1.5, 5.0), CHECKER: (1.0, 3.5), NOISE: (0.5, 2.5), PLAIN: (1.0, 1.0)}
 # Top-level object classes and their sampling weights (objects on tables are added separately).
-_OBJECT_WEIGHTS = {"table": 0.14, "cabinet": 0.11, "bed": 0.14, "box": 0.12, "ball": 0.12, "pillar": 0.06,
-                   "lamp": 0.1, "shelf": 0.1, "bin": 0.11}
+_OBJECT_WEIGHTS = {
+    "table": 0.14,
+    "cabinet": 0.11,
+    "bed": 0.14,
+    "box": 0.12,
+    "ball": 0.12,
+    "pillar": 0.06,
+    "lamp": 0.1,
+    "shelf": 0.1,
+    "bin": 0.11,
+}
 
 
 # ----------------------------------------------------------------------------------------------- scene
@@ -167,14 +216,23 @@ class Scene:
         ca = np.array([q.color_a for q in m], np.float64).reshape(-1, 3)
         cb = np.array([q.color_b for q in m], np.float64).reshape(-1, 3)
         return {
-            "prim": [(int(kind[k]), *center[k].tolist(), *half[k].tolist(), float(cos[k]), float(sin[k]))
-                     for k in range(len(p))],
-            "kind": kind, "inst": inst, "corners": corners,
-            "center": center.astype(f32), "half": half.astype(f32),
-            "cos": cos.astype(f32), "sin": sin.astype(f32),
-            "groups": groups, "gcenter": np.array(gcenter).reshape(-1, 3), "gradius": np.array(gradius),
+            "prim": [
+                (int(kind[k]), *center[k].tolist(), *half[k].tolist(), float(cos[k]), float(sin[k]))
+                for k in range(len(p))
+            ],
+            "kind": kind,
+            "inst": inst,
+            "corners": corners,
+            "center": center.astype(f32),
+            "half": half.astype(f32),
+            "cos": cos.astype(f32),
+            "sin": sin.astype(f32),
+            "groups": groups,
+            "gcenter": np.array(gcenter).reshape(-1, 3),
+            "gradius": np.array(gradius),
             "label": np.array([q.label for q in m], dtype=np.uint8),
-            "ca": ca.astype(f32), "cd": (cb - ca).astype(f32),
+            "ca": ca.astype(f32),
+            "cd": (cb - ca).astype(f32),
             "pattern": np.array([q.pattern for q in m], dtype=np.int64),
             "freq": np.array([q.freq for q in m], dtype=f32),
             "dirs": np.array([q.dirs for q in m], dtype=f32).reshape(-1, 9),
@@ -213,8 +271,15 @@ def _material(rng: np.random.Generator, cls: str) -> Material:
     lo, hi = _FREQ[pattern]
     dirs = rng.normal(size=(3, 3))
     dirs /= np.sqrt((dirs * dirs).sum(1, keepdims=True))
-    return Material(_C[cls], tuple(a), tuple(b), pattern, lo + (hi - lo) * j[11],
-                    tuple(dirs.ravel().tolist()), tuple((rng.random(3) * (2 * np.pi)).tolist()))
+    return Material(
+        _C[cls],
+        tuple(a),
+        tuple(b),
+        pattern,
+        lo + (hi - lo) * j[11],
+        tuple(dirs.ravel().tolist()),
+        tuple((rng.random(3) * (2 * np.pi)).tolist()),
+    )
 
 
 # Object builders: (bounding radius in the floor plane, [(kind, local centre, half, extra_yaw)]) with the
@@ -238,9 +303,11 @@ def _build(rng: np.random.Generator, cls: str, room_h: float) -> tuple[float, li
         return float(np.hypot(w, d) / 2), [(BOX, (0.0, h / 2, 0.0), (w / 2, h / 2, d / 2))], h
     if cls == "bed":
         length, w, h, hb = u(1.9, 2.1), u(0.9, 1.6), u(0.4, 0.6), u(0.8, 1.1)
-        parts = [(BOX, (0.0, h / 2, 0.0), (w / 2, h / 2, length / 2)),
-                 (BOX, (0.0, hb / 2, -length / 2 - 0.04), (w / 2, hb / 2, 0.04)),
-                 (BOX, (0.0, h + 0.06, -length / 2 + 0.25), (0.4 * w, 0.06, 0.18))]
+        parts = [
+            (BOX, (0.0, h / 2, 0.0), (w / 2, h / 2, length / 2)),
+            (BOX, (0.0, hb / 2, -length / 2 - 0.04), (w / 2, hb / 2, 0.04)),
+            (BOX, (0.0, h + 0.06, -length / 2 + 0.25), (0.4 * w, 0.06, 0.18)),
+        ]
         return float(np.hypot(w, length + 0.16) / 2), parts, hb
     if cls == "box":
         w, d, h = u(0.2, 0.6), u(0.2, 0.6), u(0.2, 0.6)
@@ -253,8 +320,10 @@ def _build(rng: np.random.Generator, cls: str, room_h: float) -> tuple[float, li
         return r, [(CYLINDER, (0.0, room_h / 2, 0.0), (r, room_h / 2, r))], room_h
     if cls == "lamp":
         hp, rb = u(1.1, 1.6), u(0.12, 0.18)
-        parts = [(CYLINDER, (0.0, 0.015, 0.0), (rb, 0.015, rb)),
-                 (CYLINDER, (0.0, hp / 2, 0.0), (0.02, hp / 2, 0.02))]
+        parts = [
+            (CYLINDER, (0.0, 0.015, 0.0), (rb, 0.015, rb)),
+            (CYLINDER, (0.0, hp / 2, 0.0), (0.02, hp / 2, 0.02)),
+        ]
         if rng.random() < 0.5:
             r = u(0.14, 0.22)
             parts.append((SPHERE, (0.0, hp + 0.8 * r, 0.0), (r, r, r)))
@@ -296,8 +365,9 @@ def _place(parts: list[_Part], x: float, y: float, z: float, yaw: float, inst: i
     return out
 
 
-def sample_scene(rng_or_seed: np.random.Generator | int, min_objects: int = 4,
-                 max_objects: int = 12) -> Scene:
+def sample_scene(
+    rng_or_seed: np.random.Generator | int, min_objects: int = 4, max_objects: int = 12
+) -> Scene:
     """Samples a furnished room (deterministic given the generator state or seed)."""
     rng = _as_rng(rng_or_seed)
     sx, sz, sy = rng.uniform(*ROOM_X), rng.uniform(*ROOM_Z), rng.uniform(*ROOM_H)
@@ -355,13 +425,20 @@ def sample_scene(rng_or_seed: np.random.Generator | int, min_objects: int = 4,
             c, s = np.cos(yaw), np.sin(yaw)
             sinst = len(materials)
             materials.append(_material(rng, small))
-            prims += _place(sparts, x + c * ox + s * oz, top, z - s * ox + c * oz, yaw + rng.uniform(-1, 1),
-                            sinst)
+            prims += _place(
+                sparts, x + c * ox + s * oz, top, z - s * ox + c * oz, yaw + rng.uniform(-1, 1), sinst
+            )
             n_obj += 1
-    return Scene(size=(float(sx), float(sy), float(sz)), materials=tuple(materials), primitives=tuple(prims),
-                 light=tuple(map(float, light)), light_power=float(rng.uniform(0.7, 1.0)),
-                 ambient=float(rng.uniform(0.25, 0.4)), eye=(float(eye[0]), float(eye_h), float(eye[1])),
-                 target=tuple(map(float, target)))
+    return Scene(
+        size=(float(sx), float(sy), float(sz)),
+        materials=tuple(materials),
+        primitives=tuple(prims),
+        light=tuple(map(float, light)),
+        light_power=float(rng.uniform(0.7, 1.0)),
+        ambient=float(rng.uniform(0.25, 0.4)),
+        eye=(float(eye[0]), float(eye_h), float(eye[1])),
+        target=tuple(map(float, target)),
+    )
 
 
 def scene_for(seed: int, index: int) -> Scene:
@@ -373,13 +450,18 @@ def scene_for(seed: int, index: int) -> Scene:
 # ---------------------------------------------------------------------------------------------- camera
 def intrinsics(height: int, width: int) -> np.ndarray:
     """NYUv2-like pinhole intrinsics for an image of ``height x width`` (principal point at the centre)."""
-    return np.array([[_NYU_FX * width / 640.0, 0.0, (width - 1) / 2.0],
-                     [0.0, _NYU_FY * height / 480.0, (height - 1) / 2.0],
-                     [0.0, 0.0, 1.0]])
+    return np.array(
+        [
+            [_NYU_FX * width / 640.0, 0.0, (width - 1) / 2.0],
+            [0.0, _NYU_FY * height / 480.0, (height - 1) / 2.0],
+            [0.0, 0.0, 1.0],
+        ]
+    )
 
 
-def look_at(eye: Sequence[float], target: Sequence[float],
-            up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
+def look_at(
+    eye: Sequence[float], target: Sequence[float], up: Sequence[float] = (0.0, 1.0, 0.0)
+) -> np.ndarray:
     """Camera-to-world pose (OpenCV camera: x right, y down, z forward) at ``eye`` looking at ``target``."""
     eye_, z = np.asarray(eye, np.float64), np.asarray(target, np.float64) - np.asarray(eye, np.float64)
     z = z / np.linalg.norm(z)
@@ -425,8 +507,9 @@ def camera_poses(scene: Scene, views: int, rng: np.random.Generator | int) -> li
 _Pre = tuple[Any, Any, Any, Any, Any] | None
 
 
-def _hit_box(prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray,
-             pre: _Pre = None) -> np.ndarray:
+def _hit_box(
+    prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, pre: _Pre = None
+) -> np.ndarray:
     _, cx, cy, cz, hx, hy, hz, c, s = prm
     qx, qy, qz = ox - cx, oy - cy, oz - cz
     if s != 0.0 or c != 1.0:
@@ -442,8 +525,9 @@ def _hit_box(prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.ndarr
     return np.where((tn <= tf) & (tn > 0.0), tn, np.inf)
 
 
-def _hit_sphere(prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray,
-                pre: _Pre = None) -> np.ndarray:
+def _hit_sphere(
+    prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, pre: _Pre = None
+) -> np.ndarray:
     _, cx, cy, cz, r = prm[:5]
     qx, qy, qz = ox - cx, oy - cy, oz - cz
     a = dx * dx + dy * dy + dz * dz if pre is None else pre[3]
@@ -453,8 +537,9 @@ def _hit_sphere(prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.nd
     return np.where(t > 0.0, t, np.inf)
 
 
-def _hit_cylinder(prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray,
-                  pre: _Pre = None) -> np.ndarray:
+def _hit_cylinder(
+    prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, pre: _Pre = None
+) -> np.ndarray:
     _, cx, cy, cz, r, hh = prm[:6]
     qx, qz = ox - cx, oz - cz
     a = dx * dx + dz * dz if pre is None else pre[4]
@@ -477,8 +562,9 @@ def _hit_cylinder(prm: tuple, ox: Any, oy: Any, oz: Any, dx: np.ndarray, dy: np.
 _HIT = {BOX: _hit_box, SPHERE: _hit_sphere, CYLINDER: _hit_cylinder}
 
 
-def _screen_rects(corners: np.ndarray, R: np.ndarray, o: np.ndarray, K: np.ndarray, height: int,
-                  width: int) -> list[tuple[slice, slice] | None]:
+def _screen_rects(
+    corners: np.ndarray, R: np.ndarray, o: np.ndarray, K: np.ndarray, height: int, width: int
+) -> list[tuple[slice, slice] | None]:
     """Per primitive, the pixel block containing the projection of its bounding box (None: off-screen)."""
     cam = (corners - o) @ R
     z = cam[..., 2]
@@ -503,8 +589,9 @@ def _screen_rects(corners: np.ndarray, R: np.ndarray, o: np.ndarray, K: np.ndarr
     return out
 
 
-def _object_normals(ar: dict[str, Any], pid: np.ndarray, px: np.ndarray, py: np.ndarray,
-                    pz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _object_normals(
+    ar: dict[str, Any], pid: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Outward world normals at surface points ``p`` of primitives ``pid``."""
     c, h = ar["center"][pid], ar["half"][pid]
     cs, sn, kind = ar["cos"][pid], ar["sin"][pid], ar["kind"][pid]
@@ -533,8 +620,9 @@ def _object_normals(ar: dict[str, Any], pid: np.ndarray, px: np.ndarray, py: np.
     return cs * nx + sn * nz, ny, cs * nz - sn * nx
 
 
-def _pattern(ar: dict[str, Any], inst: np.ndarray, px: np.ndarray, py: np.ndarray,
-             pz: np.ndarray) -> np.ndarray:
+def _pattern(
+    ar: dict[str, Any], inst: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
+) -> np.ndarray:
     """Pattern value in [0, 1] per pixel, from world coordinates (so texture is the same in every view)."""
     pat = ar["pattern"][inst]
     f = np.zeros(inst.shape, np.float32)
@@ -555,16 +643,25 @@ def _pattern(ar: dict[str, Any], inst: np.ndarray, px: np.ndarray, py: np.ndarra
         else:
             acc = np.zeros(idx.size, np.float32)
             for j, scale in enumerate((1.0, 2.3)):
-                d = dr[:, 3 * j:3 * j + 3]
+                d = dr[:, 3 * j : 3 * j + 3]
                 wave = (x * d[:, 0] + y * d[:, 1] + z * d[:, 2]) * (w * np.float32(scale)) + ph[:, j]
                 acc += np.sin(wave) * np.float32(1 / scale)
             f[idx] = 0.5 + acc * np.float32(1 / 2.9)
     return f
 
 
-def _shadow(ar: dict[str, Any], px: np.ndarray, py: np.ndarray, pz: np.ndarray, lx: np.ndarray,
-            ly: np.ndarray, lz: np.ndarray, dist2: np.ndarray, inv_len: np.ndarray,
-            light: np.ndarray) -> np.ndarray:
+def _shadow(
+    ar: dict[str, Any],
+    px: np.ndarray,
+    py: np.ndarray,
+    pz: np.ndarray,
+    lx: np.ndarray,
+    ly: np.ndarray,
+    lz: np.ndarray,
+    dist2: np.ndarray,
+    inv_len: np.ndarray,
+    light: np.ndarray,
+) -> np.ndarray:
     """True where the segment from the surface point ``p`` to the light (``p + l``) hits an object."""
     shadow = np.zeros(px.size, bool)
     ux, uy, uz = lx * inv_len, ly * inv_len, lz * inv_len  # unit direction from the point to the light
@@ -590,8 +687,9 @@ def _shadow(ar: dict[str, Any], px: np.ndarray, py: np.ndarray, pz: np.ndarray, 
     return shadow
 
 
-def edges_from_labels(semseg: np.ndarray, instance: np.ndarray,
-                      half_thickness: int | None = None) -> np.ndarray:
+def edges_from_labels(
+    semseg: np.ndarray, instance: np.ndarray, half_thickness: int | None = None
+) -> np.ndarray:
     """Boundary map (uint8, 0 or 255): pixels with a 4-neighbour of another class or instance, on both sides
     of the boundary, grown to ``half_thickness`` pixels per side (default: 1 px per 480 rows, at least 1)."""
     h = max(1, round(semseg.shape[0] / 480)) if half_thickness is None else int(half_thickness)
@@ -615,8 +713,9 @@ def edges_from_labels(semseg: np.ndarray, instance: np.ndarray,
 _FACE_N32 = [np.ascontiguousarray(_FACE_NORMALS[:, i], dtype=np.float32) for i in range(3)]
 
 
-def render(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: int,
-           shadows: bool = True) -> dict[str, np.ndarray]:
+def render(
+    scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: int, shadows: bool = True
+) -> dict[str, np.ndarray]:
     """Ray casts one view. Returns numpy arrays: ``rgb`` uint8 [H,W,3]; ``depth`` float32 [H,W] (z-depth,
     metres); ``normals`` float32 [H,W,3] (camera frame, unit, facing the camera); ``semseg`` uint8 [H,W];
     ``instance`` int32 [H,W]; ``points`` float32 [H,W,3] (world hit points); ``edges`` uint8 [H,W] {0,255}.
@@ -634,8 +733,10 @@ def render(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: in
         # World ray direction of pixel (u, v) is A (u, v, 1): camera-frame z = 1, so t equals z-depth.
         A = R @ np.linalg.inv(K)
         u, v = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
-        dx, dy, dz = ((A[i, 0] * u + A[i, 2]).astype(f32)[None, :] + (A[i, 1] * v).astype(f32)[:, None]
-                      for i in range(3))
+        dx, dy, dz = (
+            (A[i, 0] * u + A[i, 2]).astype(f32)[None, :] + (A[i, 1] * v).astype(f32)[:, None]
+            for i in range(3)
+        )
         ix, iy, iz = f32(1) / dx, f32(1) / dy, f32(1) / dz
 
         # Room: the ray leaves the box [0, size] through the nearest of its three exit planes.
@@ -657,8 +758,13 @@ def render(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: in
             for k, blk in enumerate(_screen_rects(ar["corners"], R, o, K, height, width)):
                 if blk is None:
                     continue
-                pre = (ix[blk], iy[blk], iz[blk], None if dd is None else dd[blk],
-                       None if dxz is None else dxz[blk])
+                pre = (
+                    ix[blk],
+                    iy[blk],
+                    iz[blk],
+                    None if dd is None else dd[blk],
+                    None if dxz is None else dxz[blk],
+                )
                 tk = _HIT[prims[k][0]](prims[k], ox, oy, oz, dx[blk], dy[blk], dz[blk], pre)
                 tb = t[blk]
                 closer = tk < tb
@@ -690,8 +796,18 @@ def render(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: in
         diffuse[lit] = cos[lit] * (f32(scene.light_power) / (f32(1) + f32(0.06) * dist2[lit]))
         if shadows and lit.size and prims:
             eps = f32(1e-4)  # lifts the shadow ray off its own surface (float32 positions)
-            blocked = _shadow(ar, px[lit] + eps * nx[lit], py[lit] + eps * ny[lit], pz[lit] + eps * nz[lit],
-                              lx[lit], ly[lit], lz[lit], dist2[lit], inv_len[lit], light)
+            blocked = _shadow(
+                ar,
+                px[lit] + eps * nx[lit],
+                py[lit] + eps * ny[lit],
+                pz[lit] + eps * nz[lit],
+                lx[lit],
+                ly[lit],
+                lz[lit],
+                dist2[lit],
+                inv_len[lit],
+                light,
+            )
             diffuse[lit[blocked]] = 0.0
         shade = (diffuse + f32(scene.ambient)) * f32(255)
         f = _pattern(ar, inst, px, py, pz)
@@ -713,8 +829,14 @@ def render(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: in
 
 
 # ---------------------------------------------------------------------------------------- realism flags
-def _degrade(view: dict[str, np.ndarray], K: np.ndarray, rng: np.random.Generator, depth_holes: float,
-             depth_noise: float, image_noise: float) -> tuple[np.ndarray, np.ndarray]:
+def _degrade(
+    view: dict[str, np.ndarray],
+    K: np.ndarray,
+    rng: np.random.Generator,
+    depth_holes: float,
+    depth_noise: float,
+    image_noise: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sensor-like corruption of depth and image (labels stay exact)."""
     depth, rgb = view["depth"], view["rgb"]
     h, w = depth.shape
@@ -749,18 +871,32 @@ def _split_scenes(scenes: int, seed: int, val_fraction: float, test_fraction: fl
 
     n_test, n_val = count(test_fraction), count(val_fraction)
     if scenes - n_test - n_val < 1:
-        raise UserError(f"synthrooms: {scenes} scenes leave no training scene with "
-                        f"val_fraction={val_fraction} and test_fraction={test_fraction}")
+        raise UserError(
+            f"synthrooms: {scenes} scenes leave no training scene with "
+            f"val_fraction={val_fraction} and test_fraction={test_fraction}"
+        )
     perm = np.random.default_rng([seed, 3, 0]).permutation(scenes)
-    out = {"train": sorted(perm[n_test + n_val:].tolist()),
-           "val": sorted(perm[n_test:n_test + n_val].tolist())}
+    out = {
+        "train": sorted(perm[n_test + n_val :].tolist()),
+        "val": sorted(perm[n_test : n_test + n_val].tolist()),
+    }
     if test_fraction > 0:
         out["test"] = sorted(perm[:n_test].tolist())
     return out
 
 
-def _check_args(scenes: int, views: int, height: int, width: int, seed: int, val_fraction: float,
-                test_fraction: float, depth_holes: float, depth_noise: float, image_noise: float) -> None:
+def _check_args(
+    scenes: int,
+    views: int,
+    height: int,
+    width: int,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    depth_holes: float,
+    depth_noise: float,
+    image_noise: float,
+) -> None:
     if scenes < 1 or views < 1:
         raise UserError(f"synthrooms: scenes and views must be >= 1 (got {scenes}, {views})")
     if height < 4 or width < 4:
@@ -768,48 +904,136 @@ def _check_args(scenes: int, views: int, height: int, width: int, seed: int, val
     if seed < 0:
         raise UserError(f"synthrooms: seed must be >= 0 (got {seed})")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise UserError(f"synthrooms: need 0 <= val_fraction, test_fraction and val + test < 1 "
-                        f"(got {val_fraction}, {test_fraction})")
+        raise UserError(
+            f"synthrooms: need 0 <= val_fraction, test_fraction and val + test < 1 "
+            f"(got {val_fraction}, {test_fraction})"
+        )
     if not 0 <= depth_holes < 1 or depth_noise < 0 or image_noise < 0:
         raise UserError("synthrooms: need 0 <= depth_holes < 1, depth_noise >= 0 and image_noise >= 0")
 
 
-def _complete(root: Path, manifest: dict[str, Any]) -> bool:
-    return all((root / rel).is_file() for rel in manifest.get("checksums", {}))
+def _scene_files(
+    seed: int,
+    i: int,
+    views: int,
+    height: int,
+    width: int,
+    shadows: bool,
+    depth_holes: float,
+    depth_noise: float,
+    image_noise: float,
+) -> Iterator[tuple[str, list[tuple[str, bytes]], np.ndarray]]:
+    """Scene ``i``'s views in order: (view id, [(relative path, bytes)], pose); a pure function of its
+    arguments, so `prepare` can rewrite one damaged file byte for byte."""
+    K = intrinsics(height, width)
+    scene = scene_for(seed, i)
+    poses = camera_poses(scene, views, np.random.default_rng([seed, 1, i]))
+    noise_rng = np.random.default_rng([seed, 2, i])
+    for j, pose in enumerate(poses):
+        vid = f"s{i:05d}_v{j}"
+        out = render(scene, K, pose, height, width, shadows=shadows)
+        depth, rgb = _degrade(out, K, noise_rng, depth_holes, depth_noise, image_noise)
+        files = [
+            (f"images/{vid}.png", png_bytes(rgb)),
+            (f"depth/{vid}.npy", npy_bytes(depth)),
+            (f"normals/{vid}.npy", npy_bytes(out["normals"])),
+            (f"semseg/{vid}.png", png_bytes(out["semseg"])),
+            (f"edges/{vid}.png", png_bytes(out["edges"])),
+        ]
+        yield vid, files, pose
 
 
-def prepare(root: str | Path, scenes: int = 200, views: int = 3, height: int = 96, width: int = 128,
-            seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.0, shadows: bool = True,
-            depth_holes: float = 0.0, depth_noise: float = 0.0, progress: bool = True,
-            image_noise: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
+def _split_files(splits: dict[str, list[int]], views: int) -> dict[str, bytes]:
+    return {
+        f"splits/{split}.txt": "".join(f"s{i:05d}_v{j}\n" for i in members for j in range(views)).encode()
+        for split, members in splits.items()
+    }
+
+
+def _regenerate(params: dict[str, Any]) -> Callable[[Path, list[str]], None]:
+    """Writes the files ``rels`` (and the other views of their scenes) under a folder."""
+    gen = {
+        k: params[k]
+        for k in ("views", "height", "width", "shadows", "depth_holes", "depth_noise", "image_noise")
+    }
+
+    def write(tmp: Path, rels: list[str]) -> None:
+        splits = _split_files(
+            _split_scenes(params["scenes"], params["seed"], params["val_fraction"], params["test_fraction"]),
+            params["views"],
+        )
+        scenes = sorted({int(m.group(1)) for rel in rels if (m := re.search(r"/s(\d+)_v\d+\.", rel))})
+        for i in scenes:
+            for _, files, _ in _scene_files(params["seed"], i, **gen):
+                for rel, data in files:
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / rel).write_bytes(data)
+        for rel, data in splits.items():
+            if rel in rels:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / rel).write_bytes(data)
+
+    return write
+
+
+def prepare(
+    root: str | Path,
+    scenes: int = 200,
+    views: int = 3,
+    height: int = 96,
+    width: int = 128,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    shadows: bool = True,
+    depth_holes: float = 0.0,
+    depth_noise: float = 0.0,
+    progress: bool = True,
+    image_noise: float = 0.0,
+    overwrite: bool = False,
+    verify: bool = False,
+) -> dict[str, Any]:
     """Generates the dataset into ``root`` and returns its manifest.
 
     Output depends only on the parameters (scene i only on ``(seed, i)``), so equal parameters give
     byte-identical files. An existing dataset with the same parameters is returned as is; a different
     one (or a non-empty directory without a manifest) is only replaced with ``overwrite=True``. Files
-    are written into ``root/.tmp-*`` and moved into place at the end, manifest last.
+    are written into ``root/.tmp-*`` and moved into place at the end, manifest last. Missing files of
+    an existing dataset (``verify``: also files whose checksum differs) are written again, only them.
     """
-    _check_args(scenes, views, height, width, seed, val_fraction, test_fraction, depth_holes, depth_noise,
-                image_noise)
+    _check_args(
+        scenes, views, height, width, seed, val_fraction, test_fraction, depth_holes, depth_noise, image_noise
+    )
     root = Path(root)
-    params = {"scenes": int(scenes), "views": int(views), "height": int(height), "width": int(width),
-              "seed": int(seed), "val_fraction": float(val_fraction), "test_fraction": float(test_fraction),
-              "shadows": bool(shadows), "depth_holes": float(depth_holes), "depth_noise": float(depth_noise),
-              "image_noise": float(image_noise)}
+    params = {
+        "scenes": int(scenes),
+        "views": int(views),
+        "height": int(height),
+        "width": int(width),
+        "seed": int(seed),
+        "val_fraction": float(val_fraction),
+        "test_fraction": float(test_fraction),
+        "shadows": bool(shadows),
+        "depth_holes": float(depth_holes),
+        "depth_noise": float(depth_noise),
+        "image_noise": float(image_noise),
+    }
     if root.exists() and not root.is_dir():
         raise UserError(f"synthrooms: {root} exists and is not a directory")
     man_path = root / "manifest.json"
     if man_path.is_file():
         old = read_existing_manifest(root)
-        if (old.get("dataset") == "synthrooms" and old.get("format_version") == FORMAT_VERSION
-                and old.get("generator") == params and _complete(root, old)):
-            return old
+        same = old.get("dataset") == "synthrooms" and old.get("generator") == params
+        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
+            return reuse_or_repair(root, old, [], verify, _regenerate(params))
         if not overwrite:
-            raise UserError(f"synthrooms: {root} already holds a different dataset; "
-                            "pass overwrite=True to replace it")
+            raise UserError(
+                f"synthrooms: {root} already holds a different dataset; pass --overwrite to replace it"
+            )
     elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
-        raise UserError(f"synthrooms: {root} is not empty and has no manifest.json; "
-                        "pass overwrite=True to write there")
+        raise UserError(
+            f"synthrooms: {root} is not empty and has no manifest.json; pass --overwrite to write there"
+        )
     splits = _split_scenes(scenes, seed, val_fraction, test_fraction)
 
     root.mkdir(parents=True, exist_ok=True)
@@ -822,38 +1046,42 @@ def prepare(root: str | Path, scenes: int = 200, views: int = 3, height: int = 9
         K = intrinsics(height, width)
         checksums: dict[str, str] = {}
         view_meta: dict[str, Any] = {}
-        scene_ids: dict[int, list[str]] = {}
 
         def put(rel: str, data: bytes) -> None:
             (tmp / rel).write_bytes(data)
             checksums[rel] = hashlib.sha256(data).hexdigest()
 
         for i in tqdm(range(scenes), disable=not progress, desc="synthrooms", unit="scene"):
-            scene = scene_for(seed, i)
-            poses = camera_poses(scene, views, np.random.default_rng([seed, 1, i]))
-            noise_rng = np.random.default_rng([seed, 2, i])
-            sid = f"s{i:05d}"
-            ids = [f"{sid}_v{j}" for j in range(views)]
-            scene_ids[i] = ids
-            for vid, pose in zip(ids, poses, strict=True):
-                out = render(scene, K, pose, height, width, shadows=shadows)
-                depth, rgb = _degrade(out, K, noise_rng, depth_holes, depth_noise, image_noise)
-                put(f"images/{vid}.png", png_bytes(rgb))
-                put(f"depth/{vid}.npy", npy_bytes(depth))
-                put(f"normals/{vid}.npy", npy_bytes(out["normals"]))
-                put(f"semseg/{vid}.png", png_bytes(out["semseg"]))
-                put(f"edges/{vid}.png", png_bytes(out["edges"]))
-                view_meta[vid] = {"scene": sid, "K": K.tolist(), "pose": pose.tolist(),
-                                  "neighbors": [n for n in ids if n != vid]}
-        counts = {}
-        for split, members in splits.items():
-            lines = [vid for i in members for vid in scene_ids[i]]
-            counts[split] = len(lines)
-            put(f"splits/{split}.txt", "".join(line + "\n" for line in lines).encode())
-        manifest = {"dataset": "synthrooms", "format_version": FORMAT_VERSION, "classes": list(CLASSES),
-                    "num_classes": len(CLASSES), "tasks": list(TASKS), "height": int(height),
-                    "width": int(width), "near": NEAR, "far": FAR, "splits": counts, "generator": params,
-                    "views": view_meta, "checksums": checksums}
+            ids = [f"s{i:05d}_v{j}" for j in range(views)]
+            for vid, files, pose in _scene_files(
+                seed, i, views, height, width, shadows, depth_holes, depth_noise, image_noise
+            ):
+                for rel, data in files:
+                    put(rel, data)
+                view_meta[vid] = {
+                    "scene": f"s{i:05d}",
+                    "K": K.tolist(),
+                    "pose": pose.tolist(),
+                    "neighbors": [n for n in ids if n != vid],
+                }
+        for rel, data in _split_files(splits, views).items():
+            put(rel, data)
+        counts = {split: len(members) * views for split, members in splits.items()}
+        manifest = {
+            "dataset": "synthrooms",
+            "format_version": FORMAT_VERSION,
+            "classes": list(CLASSES),
+            "num_classes": len(CLASSES),
+            "tasks": list(TASKS),
+            "height": int(height),
+            "width": int(width),
+            "near": NEAR,
+            "far": FAR,
+            "splits": counts,
+            "generator": params,
+            "views": view_meta,
+            "checksums": checksums,
+        }
         published = publish(tmp, root, _DATA_DIRS, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -863,10 +1091,4 @@ def prepare(root: str | Path, scenes: int = 200, views: int = 3, height: int = 9
 def verify(root: str | Path) -> list[str]:
     """Relative paths whose SHA-256 differs from the manifest (or that are missing); empty if intact."""
     root = Path(root)
-    manifest = json.loads((root / "manifest.json").read_text())
-    bad = []
-    for rel, digest in sorted(manifest["checksums"].items()):
-        path = root / rel
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            bad.append(rel)
-    return bad
+    return damaged_files(root, json.loads((root / "manifest.json").read_text()), [], verify=True)

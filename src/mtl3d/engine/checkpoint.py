@@ -1,15 +1,7 @@
-"""Atomic file writes and resumable checkpoints.
-
-Every file is written to a temporary sibling and moved into place with ``os.replace`` (atomic on
-POSIX), so a run killed at any moment leaves either the old file or the new one, never half of one.
-"""
+"""Resumable checkpoints, written atomically (see :mod:`mtl3d.io`)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +9,21 @@ import torch
 
 from mtl3d.engine.distributed import DistInfo
 from mtl3d.errors import UserError
+from mtl3d.io import atomic_write, atomic_write_json, atomic_write_text, check_out_dir
 
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text))
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_out_dir",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    _atomic(path, lambda p: torch.save(obj, p))
+    atomic_write(path, lambda p: torch.save(obj, p))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

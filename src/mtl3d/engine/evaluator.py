@@ -20,10 +20,11 @@ from tqdm import tqdm
 from mtl3d import config as C
 from mtl3d.data.registry import create_dataset, get_dataset_info
 from mtl3d.data.transforms import denormalize_image
-from mtl3d.engine.checkpoint import _atomic, atomic_write_json, load_checkpoint
+from mtl3d.engine.checkpoint import atomic_write_json, load_checkpoint
 from mtl3d.engine.fastpath import FastPath
 from mtl3d.engine.trainer import build_branch, loader_workers, resolve_device, to_device
 from mtl3d.errors import UserError
+from mtl3d.io import atomic_write
 from mtl3d.metrics.registry import create_metric
 from mtl3d.models import build_model, decode_inputs
 from mtl3d.tasks import TASKS, classes_for, get_task
@@ -83,7 +84,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez_compressed(buf, **arrays)
         p.write_bytes(buf.getvalue())
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def load_run(run_dir: Path) -> tuple[C.TrainConfig, dict[str, Any]]:

@@ -31,6 +31,7 @@ from mtl3d.data.registry import create_dataset, get_dataset_info, near_far
 from mtl3d.engine.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
+    check_out_dir,
     gather_rng_states,
     load_checkpoint,
     restore_rng_state,
@@ -545,9 +546,17 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
         out / "config.yaml",
         out / "run_info.json",
     )
+    check_out_dir(out)
     if cfg_path.is_file():
         check_same_run(C.read_yaml(cfg_path), cfg, cfg_path)
-    if done_path.is_file() and ckpt_path.is_file():
+    ckpt = None
+    if ckpt_path.is_file():
+        # the checkpoint's own config decides, also where config.yaml is missing
+        ckpt = load_checkpoint(ckpt_path)
+        check_same_run(ckpt.get("config") or {}, cfg, ckpt_path)
+    if done_path.is_file() and ckpt is not None:
+        if not cfg_path.is_file():  # checked against the checkpoint above: `evaluate` reads it
+            C.save(cfg, cfg_path)
         print(f"{out}: already trained ({cfg.iters} iterations); nothing to do")
         return out
     for stale in out.glob(".*.tmp"):  # left by a write that was killed mid-way
@@ -556,10 +565,8 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
     try:
         check_same_world(info_path, dist)
         run = Run(cfg, dist)
-        start = 0
-        if ckpt_path.is_file():
-            start = run.load_state(load_checkpoint(ckpt_path))
-        elif dist.is_main:
+        start = run.load_state(ckpt) if ckpt is not None else 0
+        if dist.is_main and not cfg_path.is_file():
             out.mkdir(parents=True, exist_ok=True)
             C.save(cfg, cfg_path)
         if dist.is_main and not info_path.is_file():

@@ -53,13 +53,15 @@ import math
 import multiprocessing as mp
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 import torch
 from scipy import ndimage, sparse
 from scipy.sparse.csgraph import maximum_flow
 from tqdm import tqdm
+
+from mtl3d.workers import WorkerPool
 
 # Neighbour order x1..x8 of Guo & Hall (1989): E, NE, N, NW, W, SW, S, SE; bit k of the code is x_{k+1}
 # (the same bit layout as skimage's correlation mask, so the lookup tables are interchangeable).
@@ -372,7 +374,7 @@ class BoundaryMetric:
         )
         self._counts: list[np.ndarray] = []
         self._pending: deque[Future[np.ndarray]] = deque()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
 
     def reset(self) -> None:
         self.close()
@@ -382,19 +384,22 @@ class BoundaryMetric:
         """Drop queued work and shut the worker pool down (a later ``update`` starts a new one)."""
         for fut in self._pending:
             fut.cancel()
-        self._pending.clear()
         self._shutdown()
+        self._pending.clear()
 
     def _shutdown(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        if self._pending:
+            pool.kill()  # work that nobody will collect: end the workers now
+        else:
+            pool.close()
 
     def __del__(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:
-            # no waiting at interpreter teardown or garbage collection: queued images are dropped
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.kill(wait=False)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         p = _as_numpy(pred, keep_float32=self.workers > 0)
@@ -416,7 +421,12 @@ class BoundaryMetric:
                 self._counts.append(image_counts(p[i], gt[i], self.thresholds, self.max_dist, self.thin_gt))
                 continue
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context())
+                self._pool = WorkerPool(
+                    self.workers,
+                    "boundary scoring",
+                    "score in this process: boundary_workers=0",
+                    _pool_context(),
+                )
             self._pending.append(
                 self._pool.submit(
                     image_counts, p[i].copy(), gt[i].copy(), self.thresholds, self.max_dist, self.thin_gt
@@ -424,7 +434,7 @@ class BoundaryMetric:
             )
             # back-pressure: collect the oldest results (in order) once too many images wait
             while len(self._pending) > 4 * self.workers:
-                self._counts.append(self._pending.popleft().result())
+                self._counts.append(self._pool.result(self._pending.popleft()))
 
     def _gather(self) -> None:
         if not self._pending:
@@ -434,7 +444,7 @@ class BoundaryMetric:
             total=len(self._pending), desc="boundaries (odsF)", disable=not self.progress, dynamic_ncols=True
         ) as bar:
             while self._pending:
-                self._counts.append(self._pending.popleft().result())
+                self._counts.append(self._pool.result(self._pending.popleft()))
                 bar.update(1)
         self._shutdown()
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl3d.errors import UserError
-from mtl3d.models.atrc import CONTEXTS, ContextBlock, Genotype, genotype_json, load_genotype
+from mtl3d.io import atomic_write_text, check_out_file
+from mtl3d.models.atrc import CONTEXTS, ContextBlock, Genotype, genotype_json, load_genotype, parse_genotype
 
 TEMPERATURE = (1.0, 0.05)
 ENTROPY_WEIGHT = (-0.02, 0.06)
@@ -160,9 +161,7 @@ def write_genotype(model: nn.Module, path: str | Path, **extra: object) -> Path:
     text = genotype_json(
         model.current_genotype(), probabilities=block_probabilities(model), fixed_early=fixed, **extra
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, text + "\n")
     return path
 
 
@@ -212,17 +211,27 @@ def vote_files(paths: Sequence[str | Path], out: str | Path) -> Path:
     for p in paths:
         if not Path(p).is_file():
             raise UserError(f"genotype {p} is neither a file nor a known name (a search's genotype.json)")
-    try:
-        first = json.loads(Path(paths[0]).read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{paths[0]}: not valid JSON ({e})") from None
-    tasks = first.get("tasks") or list(first.get("genotype", {}))
+    out = Path(out)
+    check_out_file(out)
+    genos = []
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{p}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{p}: not an ATRC genotype (a JSON {type(data).__name__}, not an object)")
+        genos.append(parse_genotype(data, str(p)))
+    for p, g in zip(paths[1:], genos[1:], strict=True):
+        if set(g) != set(genos[0]):
+            raise UserError(
+                f"{p} and {paths[0]} are searches over different tasks ({', '.join(g)} vs "
+                f"{', '.join(genos[0])}); vote over searches of one task set"
+            )
+    tasks = list(genos[0])
     genos = [load_genotype(str(p), tasks) for p in paths]
     voted, stats = vote(genos)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(genotype_json(voted, sources=[str(p) for p in paths], **stats) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, genotype_json(voted, sources=[str(p) for p in paths], **stats) + "\n")
     return out
 
 

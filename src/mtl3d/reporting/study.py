@@ -150,8 +150,87 @@ def load_study(path: str | Path, schema: str | Path | None = None) -> dict[str, 
     """Read and validate a study file; ``schema`` defaults to the project's ``config/schema.yaml``."""
     schema_path = Path(schema) if schema is not None else find_schema(Path(path).resolve().parent)
     study = validate_study(read_yaml(path, "study file"), read_yaml(schema_path, "schema"))
-    check_config_files(study, project_root(Path(path).resolve().parent))
+    check_study(study, project_root(Path(path).resolve().parent))
     return study
+
+
+def check_study(study: dict[str, Any], root: Path | None) -> None:
+    """What a schema cannot check, before any job runs: the grid's rules, the named config files, and
+    the config every run of the grid will train with (model, dataset, ranges such as ``iters: 0``)."""
+    check_grid(study)
+    check_config_files(study, root)
+    check_run_configs(study, root)
+
+
+# `mtl3d train` / `mtl3d search` options that a study may give, and the config key each sets.
+_TRAIN_OPTIONS = {
+    "dataset": "data.dataset",
+    "data-root": "data.root",
+    "model": "model.name",
+    "backbone": "model.backbone",
+    "tasks": "tasks",
+    "iters": "iters",
+    "batch-size": "batch_size",
+    "lr": "optim.lr",
+    "seed": "seed",
+    "device": "device",
+    "regularizer": "regularizer.enabled",
+}
+_OTHER_OPTIONS = ("config", "set", "quiet")
+
+
+def _run_config(options: dict[str, Any], root: Path | None) -> Any:
+    import yaml
+
+    from mtl3d import config as C
+
+    over: dict[str, Any] = {}
+    for k, v in options.items():
+        if k not in _TRAIN_OPTIONS and k not in _OTHER_OPTIONS:
+            valid = ", ".join(sorted([*_TRAIN_OPTIONS, *_OTHER_OPTIONS]))
+            raise UserError(f"mtl3d train has no option --{k}; valid here: {valid}")
+        if k in _TRAIN_OPTIONS:
+            value = v.split(",") if k == "tasks" and isinstance(v, str) else v
+            over = C.deep_merge(over, _nested(_TRAIN_OPTIONS[k], value))
+        elif k == "set":
+            key, _, text = str(v).partition("=")
+            over = C.deep_merge(over, _nested(key.strip(), yaml.safe_load(text)))
+    path = None
+    if "config" in options:
+        path = (root / str(options["config"])) if root is not None else Path(str(options["config"]))
+    return C.load(path, over)
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    d = out
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value
+    return out
+
+
+def check_run_configs(study: dict[str, Any], root: Path | None) -> None:
+    """Each dataset is a registered one, and each (dataset, variant) and (dataset, search) gives a valid
+    config, checked as ``mtl3d train`` checks it."""
+    from mtl3d.data.registry import get_dataset_info
+
+    for d in study["datasets"]:
+        try:
+            get_dataset_info(d["name"])
+        except UserError as e:
+            raise UserError(f"study {study['study']}: dataset {d['name']!r}: {e}") from None
+        entries = [(f"variant {v['name']}", v["args"]) for v in all_variants(study)]
+        entries += [
+            (f"search {x['name']}", {"model": x["model"], **x["args"]}) for x in study.get("searches", [])
+        ]
+        for where, args in entries:
+            options = {"dataset": d["name"], **d.get("train", {}), **args}
+            try:
+                _run_config(options, root)
+            except UserError as e:
+                raise UserError(f"study {study['study']}: dataset {d['name']}, {where}: {e}") from None
 
 
 def check_config_files(study: dict[str, Any], root: Path | None) -> None:
