@@ -16,9 +16,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_out_dir",
+    "gather_rng_states",
     "load_checkpoint",
-    "rng_state",
-    "set_rng_state",
+    "restore_rng_state",
 ]
 
 
