@@ -43,8 +43,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
-# On a GPU machine: gpu tests, host throughput (fp32/bf16, compile, +-regularizer), a short SynthRooms
-# run; ~8 min; writes results/gpu_check/gpu_check.{json,md}. CI runs its CPU dry mode.
+# On a GPU machine (~8 min): gpu tests, every model family at its recipe's resolution +-regularizer,
+# fp32/bf16/compile, loader and eval images/s, resume, a short SynthRooms run; writes
+# results/gpu_check/gpu_check.{json,md}; exit 1 if any row failed. CI runs --dry and --rehearse on CPU.
 gpu-check: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/gpu_check.py
 

@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from mtl3d.errors import UserError, unknown_name
+from mtl3d.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -255,20 +256,8 @@ def variant_spec(dataset: str, variant: str | None, sources: str | Path | None =
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    """Write next to ``path`` and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Lock and marker files: sorted keys (stable diffs), written atomically with the user's umask."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _read_json(path: Path) -> Any:

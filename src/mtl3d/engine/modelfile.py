@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mtl3d.engine.checkpoint import _atomic
 from mtl3d.errors import UserError
+from mtl3d.io import atomic_write
 
 FORMAT_VERSION = 1
 SUFFIX = ".mtl3d"
@@ -60,7 +60,7 @@ def write_model_file(path: str | Path, state: dict[str, Tensor], meta: dict[str,
     digest = weights_sha256(tensors)
     doc = {"format_version": FORMAT_VERSION, **meta, "weights_sha256": digest}
     header = {_KEY: json.dumps(doc, sort_keys=True)}
-    _atomic(Path(path), lambda p: save_file(tensors, str(p), metadata=header))
+    atomic_write(Path(path), lambda p: save_file(tensors, str(p), metadata=header))
     return digest
 
 

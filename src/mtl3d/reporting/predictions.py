@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from mtl3d.engine.checkpoint import _atomic, atomic_write_text
 from mtl3d.engine.predictor import IMAGE_SUFFIXES, Model, read_image
 from mtl3d.errors import UserError
+from mtl3d.io import atomic_write, atomic_write_text
 from mtl3d.reporting.figures import class_colors, colorize
 from mtl3d.tasks import get_task
 
@@ -123,7 +123,7 @@ def _png_bytes(im: Image.Image) -> bytes:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda p: p.write_bytes(data))
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def _value_range(x: np.ndarray) -> tuple[float, float]:
