@@ -310,6 +310,7 @@ def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
     study = yaml.safe_load((work / "config/smoke.yaml").read_text())
     study["study"] = "resume"
     study["variants"] = [study["variants"][1]]  # mtl
+    study["reference"] = "mtl"  # Δm's reference must be a variant of the study
     study["datasets"][0]["train"].pop("set", None)  # log and checkpoint cadence come from resume_train.yaml
     study["datasets"][0]["train"].update({"iters": 24, "config": "resume_train.yaml"})
     (work / "config/resume.yaml").write_text(yaml.safe_dump(study, sort_keys=False))

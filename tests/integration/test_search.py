@@ -70,7 +70,20 @@ def test_search_errors_are_one_line(tmp_path):
     root = str(make_fake_dataset(tmp_path / "data"))
     r = mtl3d("search", "atrc", "--data-root", root, "--regularizer", "--out", str(tmp_path / "s"))
     assert r.returncode == 2 and "No such option" in r.stderr  # the search has no regularizer flag
-    r = mtl3d("train", "--model", "atrc", "--data-root", root, "--out", str(tmp_path / "t"), *SMALL)
-    assert r.returncode == 2 and "atrc needs a genotype" in r.stderr and "Traceback" not in r.stderr
+    t = tmp_path / "t"
+    r = mtl3d(
+        "train",
+        "--model",
+        "atrc",
+        "--data-root",
+        root,
+        "--set",
+        "model.genotype=nope",
+        "--out",
+        str(t),
+        *SMALL,
+    )
+    assert r.returncode == 2 and "'nope' is neither a file nor a known name" in r.stderr
+    assert "Traceback" not in r.stderr and not t.exists()
     r = mtl3d("search", "vote", "--out", str(tmp_path / "v.json"), str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "neither a file nor a known name" in r.stderr
