@@ -1,4 +1,4 @@
-"""Depth metrics, pixel-pooled over the whole split (MTL survey offline protocol, anchors §2).
+"""Depth metrics, pixel-pooled over the whole split (the MTL survey's offline protocol).
 
 Valid pixels: ``target > 0`` (0 = invalid, always masked) and finite, optionally ``target < max_depth``
 (TaskPrompter masks ``gt < 80``; off by default). Predictions ``<= 0`` are set to 1e-9 before every

@@ -1,4 +1,4 @@
-"""Saliency metrics: maxF and mIoU over thresholds, two protocols (anchors §2).
+"""Saliency metrics: maxF and mIoU over thresholds, two published protocols.
 
 ``protocol="mtl"`` (default; MTL survey / ASTMT ``eval_sal``): thresholds ``linspace(0.2, 0.9, 15)``,
 positive = ``prob > t``. Per image and threshold: Jaccard (1 when GT and prediction are both empty),

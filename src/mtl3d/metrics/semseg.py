@@ -1,6 +1,6 @@
 """Semantic segmentation / human-parts metrics: mIoU and pixel accuracy from a split-wide confusion matrix.
 
-Protocol (MTL survey, InvPT, TaskPrompter, see notes/anchors-data-eval.md §2): TP/FP/FN per class are
+Protocol (as the MTL survey's, InvPT's and TaskPrompter's evaluation code): TP/FP/FN per class are
 pooled over all valid pixels (``target != 255``) of the split; ``IoU_c = TP / (TP + FP + FN)``, taken
 as 0 when the class is absent from both GT and prediction; ``mIoU`` is the mean over **all** classes
 (NYUD 40, PASCAL 21 incl. background, human parts 7 incl. background). ``mIoU_present`` averages only
