@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from mtl3d.cli import app
 from mtl3d.errors import UserError
 from mtl3d.metrics import BoundaryMetric, DepthMetric, NormalsMetric, SaliencyMetric, SegmentationMetric
-from mtl3d.reporting.compare import compare, forest_figure
+from mtl3d.reporting.compare import compare
+from mtl3d.reporting.figures import forest_figure
 from mtl3d.tasks import TASKS
 
 N_IMG, N_CLS, T_EDGE = 40, 4, 9
