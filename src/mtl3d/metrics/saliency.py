@@ -186,17 +186,18 @@ class SaliencyMetric:
             tp = np.asarray(stats[f"{mode}/tp"], dtype=np.int64)
             pp = np.asarray(stats[f"{mode}/pp"], dtype=np.int64)
             jac, prec, rec = _image_scores(tp, pp, n_pos[:, None])
-            sums = weighted_sums(
-                weights,
-                w,
-                jac * w[:, None],
-                prec * w[:, None],
-                rec * w[:, None],
-                tp * valid[:, None],
-                pp * valid[:, None],
-                n_pos * valid,
-            )
-            values = _scores(mode, SaliencyMetric(mode).thresholds, *sums)
+            # each protocol pools only what its formula reads: image-averaged P/R (mtl) or pixel counts
+            if mode == "mtl":
+                n, s_jac, s_prec, s_rec = weighted_sums(
+                    weights, w, jac * w[:, None], prec * w[:, None], rec * w[:, None]
+                )
+                s_tp = s_pp = s_ap = None
+            else:
+                n, s_jac, s_tp, s_pp, s_ap = weighted_sums(
+                    weights, w, jac * w[:, None], tp * valid[:, None], pp * valid[:, None], n_pos * valid
+                )
+                s_prec = s_rec = None
+            values = _scores(mode, SaliencyMetric(mode).thresholds, n, s_jac, s_prec, s_rec, s_tp, s_pp, s_ap)
             out.update({k + suffix: v for k, v in values.items()})
         return select(out, keys)
 
@@ -226,14 +227,15 @@ def _scores(
     thresholds: np.ndarray,
     n_images: np.ndarray,
     sum_jac: np.ndarray,
-    sum_prec: np.ndarray,
-    sum_rec: np.ndarray,
-    tp: np.ndarray,
-    pp: np.ndarray,
-    ap: np.ndarray,
+    sum_prec: np.ndarray | None,
+    sum_rec: np.ndarray | None,
+    tp: np.ndarray | None,
+    pp: np.ndarray | None,
+    ap: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
     """maxF / mIoU and their thresholds [R] from R rows of pooled sums (images [R], per threshold
-    [R, T]; shared by compute, from_per_image and the bootstrap; no image: NaN)."""
+    [R, T]; shared by compute, from_per_image and the bootstrap; no image: NaN). The survey protocol
+    reads ``sum_prec``/``sum_rec``, the InvPT one ``tp``/``pp``/``ap``; the others may be None."""
     beta_sq = 1.0 if mode == "mtl" else 0.3
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_jac = sum_jac / n_images[:, None]
