@@ -368,6 +368,7 @@ def resume_row(tmp: Path, device: str = "cuda") -> dict[str, Any]:
 
 def synthrooms_row(tmp: Path) -> dict[str, Any]:
     from mtl3d import config as C
+    from mtl3d.data.registry import create_dataset
     from mtl3d.data.synthrooms import prepare
     from mtl3d.engine.evaluator import evaluate
     from mtl3d.engine.trainer import train
@@ -389,7 +390,8 @@ def synthrooms_row(tmp: Path) -> dict[str, Any]:
         },
     )
     got = evaluate(train(cfg, tmp / "short", progress=False), progress=False)["metrics"]
-    const = constant_baselines("synthrooms", root, TASKS)
+    splits = (create_dataset("synthrooms", root, s, TASKS, train=False) for s in ("train", "val"))
+    const = constant_baselines(*splits, TASKS)
     metric = {"semseg": ("mIoU", 1), "depth": ("rmse", -1), "normals": ("mean", -1), "edges": ("odsF", 1)}
     beats = {t: s * got[t][m] > s * const[t][m] for t, (m, s) in metric.items()}
     return {

@@ -1,4 +1,5 @@
-"""Task registry: everything about a dense task in one place (channels, ignore value, loss, metric, Δm)."""
+"""Task registry: everything about a dense task in one place (channels, ignore value, loss, metric and
+the better direction of each value it reports, Δm)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,53 @@ from dataclasses import dataclass, field
 from mtl3d.errors import unknown_name
 
 
+# ---------------------------------------------------------------------------------------------- metrics
+@dataclass(frozen=True)
+class MetricSpec:
+    """The split-level metric of a task and the better direction of every value it reports.
+
+    ``name`` keys :func:`mtl3d.metrics.registry.create_metric`'s classes (this layer imports no metric
+    code). ``lower`` / ``higher`` list the values where lower / higher is better; a name ending in
+    ``/`` is a prefix (per-class values such as ``iou/wall``), and ``suffixes`` are protocol variants
+    with the direction of their base value (saliency ``maxF_invpt`` is ``maxF`` under InvPT's
+    protocol). Anything else (thresholds, the recall and precision at the ODS threshold) has none.
+    """
+
+    name: str
+    lower: tuple[str, ...] = ()
+    higher: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+
+    def lower_is_better(self, metric: str) -> bool | None:
+        for suffix in self.suffixes:
+            metric = metric.removesuffix(suffix)
+        for names, lower in ((self.lower, True), (self.higher, False)):
+            if any(metric == n or (n.endswith("/") and metric.startswith(n)) for n in names):
+                return lower
+        return None
+
+
+SEGMENTATION = MetricSpec("segmentation", higher=("mIoU", "mIoU_present", "pixel_acc", "iou/"))
+DEPTH = MetricSpec(
+    "depth", lower=("rmse", "log_rmse", "abs_rel", "sq_rel", "mae"), higher=("delta1", "delta2", "delta3")
+)
+NORMALS = MetricSpec(
+    "normals", lower=("mean", "median", "rmse"), higher=("within_11.25", "within_22.5", "within_30")
+)
+# "F1" is how some papers name the ODS F-measure (the reported numbers use it)
+BOUNDARY = MetricSpec("boundary", higher=("odsF", "oisF", "AP", "AP_seism", "F1"))
+SALIENCY = MetricSpec("saliency", higher=("maxF", "mIoU"), suffixes=("_invpt",))
+
+
+# ------------------------------------------------------------------------------------------------ tasks
 @dataclass(frozen=True)
 class TaskSpec:
     """One dense prediction task.
 
     ``channels`` is the number of output channels of a head (for classification tasks: classes; the
-    dataset may override it through ``num_classes``). ``delta_metric`` is the metric Δm uses and
-    ``lower_is_better`` its direction (survey Eq. 10).
+    dataset may override it through ``num_classes``). ``metric`` scores the task (see
+    :class:`MetricSpec`); ``delta_metric`` is the value of it that Δm uses, ``lower_is_better`` that
+    value's direction (survey Eq. 10).
     """
 
     name: str
@@ -22,9 +63,23 @@ class TaskSpec:
     ignore_value: float | None
     loss: str
     delta_metric: str
-    lower_is_better: bool
+    metric: MetricSpec
     label_dtype: str = "float32"
     loss_options: tuple[str, ...] = field(default=())
+
+    # ---- metrics: the Δm value's direction comes from the metric spec, so it is written once
+    def __post_init__(self) -> None:
+        if self.metric.lower_is_better(self.delta_metric) is None:
+            raise ValueError(f"task {self.name}: Δm metric {self.delta_metric!r} has no direction")
+
+    @property
+    def lower_is_better(self) -> bool:
+        """Direction of the Δm metric."""
+        return bool(self.metric.lower_is_better(self.delta_metric))
+
+    def metric_lower_is_better(self, metric: str) -> bool | None:
+        """Direction of any value the task's metric reports (None: no direction, e.g. a threshold)."""
+        return self.metric.lower_is_better(metric)
 
     def out_channels(self, num_classes: int | None = None) -> int:
         if self.kind == "classification":
@@ -35,8 +90,12 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "semseg": TaskSpec("semseg", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"),
-    "depth": TaskSpec("depth", "regression", 1, 0.0, "l1", "rmse", True, loss_options=("l1", "berhu")),
+    "semseg": TaskSpec(
+        "semseg", "classification", 0, 255, "ce", "mIoU", label_dtype="int64", metric=SEGMENTATION
+    ),
+    "depth": TaskSpec(
+        "depth", "regression", 1, 0.0, "l1", "rmse", loss_options=("l1", "berhu"), metric=DEPTH
+    ),
     "normals": TaskSpec(
         "normals",
         "regression",
@@ -44,18 +103,18 @@ TASKS: dict[str, TaskSpec] = {
         0.0,
         "l1_normalized",
         "mean",
-        True,
         loss_options=("l1_normalized", "cosine"),
+        metric=NORMALS,
     ),
-    "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", False),
+    "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", metric=BOUNDARY),
     # PASCAL-Context tasks.
     "human_parts": TaskSpec(
-        "human_parts", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"
+        "human_parts", "classification", 0, 255, "ce", "mIoU", label_dtype="int64", metric=SEGMENTATION
     ),
     # Δm on saliency uses the survey's image-averaged mIoU, as the only published Δm code (the MTL
     # survey's) does; InvPT/ATRC/the 3D-aware paper report maxF (β² = 0.3, pooled: `maxF_invpt`) but
-    # compute no Δm (notes: anchors-data-eval §2). Both maxF protocols stay in every metrics.json.
-    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "mIoU", False),
+    # compute no Δm (see mtl3d.metrics.saliency). Both maxF protocols stay in every metrics.json.
+    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "mIoU", metric=SALIENCY),
 }
 
 

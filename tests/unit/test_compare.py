@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from mtl3d.cli import app
 from mtl3d.errors import UserError
 from mtl3d.metrics import BoundaryMetric, DepthMetric, NormalsMetric, SaliencyMetric, SegmentationMetric
-from mtl3d.reporting.compare import compare, forest_figure
+from mtl3d.reporting.compare import compare
+from mtl3d.reporting.figures import forest_figure
 from mtl3d.tasks import TASKS
 
 N_IMG, N_CLS, T_EDGE = 40, 4, 9
@@ -335,3 +336,24 @@ def test_ablations_are_compared_with_their_default_and_tabled(tmp_path: Path) ->
     off = df[(df["b"] == "mtl+3d") & (df["task"] == "semseg")].iloc[0]
     assert t.rows[1][col].startswith(f"{-off['diff']:+.2f} [")  # mtl − mtl+3d: the sign flips
     assert T.ablation_table(pd.DataFrame(rows), DATASET, df[df["host"] == "mtl"]) is None
+
+
+def test_forest_figure_arrows_follow_each_metric() -> None:
+    """The direction is the metric's, not the task's Δm metric's: depth δ1 and normals "within 11.25°"
+    are higher-is-better although depth rmse and normals mean are lower-is-better."""
+    rows = [
+        {"task": t, "metric": m, "diff": 0.5, "ci_low": 0.1, "ci_high": 0.9, "seeds": 3, "a": "x", "b": "y"}
+        for t, m in [
+            ("depth", "rmse"),
+            ("depth", "delta1"),
+            ("normals", "within_11.25"),
+            ("edges", "ods_threshold"),
+        ]
+    ]
+    titles = [a.get_title() for a in forest_figure(rows).axes]
+    assert titles == [
+        "depth rmse (↓ better)",
+        "depth delta1 (↑ better)",
+        "normals within_11.25 (↑ better)",
+        "edges ods_threshold",
+    ]

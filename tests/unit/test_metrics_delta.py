@@ -75,3 +75,42 @@ def test_runs_vs_constants_compares_in_each_metrics_direction() -> None:
     t = runs_vs_constants(pd.DataFrame(rows), "d", const)
     assert list(t["beats"]) == [True, False, True]  # mIoU higher is better, rmse lower; other metrics ignored
     assert list(t["constant"]) == [4.0, 4.0, 1.1]
+
+
+def test_floor_cli_scores_the_constant_predictors_of_the_prepared_data(tmp_path) -> None:
+    """`mtl3d report floor` opens the splits and hands them to constant_baselines (the metrics layer
+    does not open datasets): the fake data's constant semseg predictor scores below a perfect run."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from mtl3d.cli import app
+    from mtl3d.data.registry import create_dataset
+    from mtl3d.metrics.baselines import constant_baselines
+    from tests.fakedata import make_fake_dataset
+
+    root = make_fake_dataset(tmp_path / "data", n=6)
+    splits = [
+        create_dataset("synthrooms", root, s, ["semseg", "depth"], train=False) for s in ("train", "val")
+    ]
+    const = constant_baselines(*splits, ["semseg", "depth"])
+    assert 0.0 < const["semseg"]["mIoU"] < 100.0 and const["depth"]["rmse"] > 0.0
+    rows = [
+        {
+            "study": "s",
+            "dataset": "synthrooms",
+            "model": "mtl",
+            "variant": "mtl",
+            "regularizer": False,
+            "backbone": "r",
+            "seed": 0,
+            "task": "semseg",
+            "metric": "mIoU",
+            "value": 100.0,
+        },
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    res = CliRunner().invoke(
+        app, ["report", "floor", "--summary", str(tmp_path / "summary.csv"), "--data-root", str(root)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "1/1 beat it" in res.output and f"constant {const['semseg']['mIoU']:.4g}" in res.output

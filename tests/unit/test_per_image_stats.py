@@ -132,3 +132,47 @@ def test_exact_counts_types_and_empty() -> None:
     normals.update(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4))
     assert normals.per_image()["hist"].shape == (2, 360) and normals.per_image()["hist"].dtype == np.uint32
     assert math.isnan(DepthMetric.from_per_image(DepthMetric().per_image())["rmse"])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_from_weights_is_from_per_image_row_by_row(name: str) -> None:
+    """The bootstrap's vectorised pooling: row r of ``from_weights`` is ``from_per_image`` of resample r."""
+    make, data_fn = CASES[name]
+    metric = make()
+    for p, t in data_fn(torch.Generator().manual_seed(0)):
+        metric.update(p, t)
+    stats = metric.per_image()
+    rng = np.random.default_rng(0)
+    resamples = [rng.integers(0, N_IMAGES, N_IMAGES) for _ in range(4)]
+    weights = np.stack([np.bincount(i, minlength=N_IMAGES) for i in resamples]).astype(float)
+    pooled = type(metric).from_weights(stats, weights)
+    for r, index in enumerate(resamples):
+        one = _pool(metric, stats, index)
+        if isinstance(metric, SegmentationMetric):  # per-class keys are named by index here
+            one = {k: v for k, v in one.items() if not k.startswith("iou/")}
+        for k, v in one.items():
+            assert pooled[k][r] == pytest.approx(v, rel=1e-12, nan_ok=True), k
+    # asking for a few keys gives those keys and the same numbers
+    key = next(iter(pooled))
+    assert list(type(metric).from_weights(stats, weights, keys=(key,))) == [key]
+    np.testing.assert_array_equal(type(metric).from_weights(stats, weights, keys=(key,))[key], pooled[key])
+
+
+def test_every_reported_value_has_the_tasks_direction() -> None:
+    """TaskSpec owns the direction of every value its metric reports (thresholds have none)."""
+    from mtl3d.metrics import create_metric, metric_names
+    from mtl3d.tasks import TASKS
+
+    none = {"ods_threshold", "ods_recall", "ods_precision", "maxF_threshold", "mIoU_threshold"}
+    for task in metric_names():
+        keys = create_metric(task, num_classes=3).compute()
+        spec = TASKS[task]
+        for k in keys:
+            direction = spec.metric_lower_is_better(k.removesuffix("_invpt"))
+            assert (direction is None) == (k.removesuffix("_invpt") in none), (task, k)
+        assert spec.lower_is_better == spec.metric_lower_is_better(spec.delta_metric)
+    assert TASKS["depth"].metric_lower_is_better("rmse") is True
+    assert TASKS["depth"].metric_lower_is_better("delta1") is False
+    assert TASKS["normals"].metric_lower_is_better("within_11.25") is False
+    assert TASKS["saliency"].metric_lower_is_better("maxF_invpt") is False
+    assert TASKS["semseg"].metric_lower_is_better("iou/wall") is False

@@ -2,29 +2,29 @@
 
 Fitted on the training split (most frequent class, mean valid depth, mean normal direction, edge
 prior) and scored on the evaluation split with the task's own metric, so "beats constant
-predictors" is a statement in the same units as the results.
+predictors" is a statement in the same units as the results. The caller opens the splits (with
+:func:`mtl3d.data.registry.create_dataset`): metrics sit below the data registry.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from mtl3d.data.registry import create_dataset
 from mtl3d.metrics.registry import create_metric
 
 SUPPORTED = ("semseg", "depth", "normals", "edges")
 
 
 def constant_baselines(
-    dataset: str, root: str | Path, tasks: list[str], train_split: str = "train", eval_split: str = "val"
+    tr: Sequence[dict], va: Sequence[dict], tasks: list[str]
 ) -> dict[str, dict[str, float]]:
-    """Metrics of the constant predictors of ``tasks`` (a subset of :data:`SUPPORTED`)."""
+    """Metrics of the constant predictors of ``tasks`` (a subset of :data:`SUPPORTED`), fitted on the
+    samples of ``tr`` and scored on those of ``va`` (datasets opened without augmentation; ``tr`` has
+    ``num_classes``)."""
     tasks = [t for t in tasks if t in SUPPORTED]
-    tr = create_dataset(dataset, root, train_split, tasks, train=False)
-    va = create_dataset(dataset, root, eval_split, tasks, train=False)
     n_cls = tr.num_classes
     counts = torch.zeros(n_cls)
     depth_sum, depth_n, normal_sum, edge_sum, n_px = 0.0, 0, torch.zeros(3), 0.0, 0

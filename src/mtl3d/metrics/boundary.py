@@ -45,6 +45,9 @@ the same (``bwmorph(seg2bmap(G), 'thin', inf)``). Why: a one-pixel-wide predicti
 one GT pixel per predicted pixel, so a two-pixel-wide GT band (e.g. NYUD edges drawn on both sides of a
 label change) would cap recall near 50% even for a perfect detector. PASCAL GT is already thin, and
 thinning is idempotent, so it is a no-op there.
+
+Why one file of over 500 lines: thinning, matching, per-threshold counts and their pooling are the
+steps of one protocol, and reading them in order is how they are checked against SEISM.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 
 import numpy as np
@@ -61,6 +64,7 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import maximum_flow
 from tqdm import tqdm
 
+from mtl3d.metrics.pooling import first_row, index_weights, select, weighted_sum
 from mtl3d.workers import WorkerPool
 
 # Neighbour order x1..x8 of Guo & Hall (1989): E, NE, N, NW, W, SW, S, SE; bit k of the code is x_{k+1}
@@ -450,28 +454,10 @@ class BoundaryMetric:
 
     def compute(self) -> dict[str, float]:
         self._gather()
-        keys = ("odsF", "oisF", "AP", "AP_seism", "ods_threshold", "ods_recall", "ods_precision")
-        if not self._counts:
-            return dict.fromkeys(keys, math.nan)
-        counts = np.stack(self._counts)  # [N, T, 4]
-        pooled = counts.sum(axis=0)
-        rec, prec = precision_recall(pooled)
-        f = f_measure(rec, prec)
-        best = int(np.argmax(f))
-        # OIS: each image at its own best threshold (first maximum), counts summed over images.
-        rec_i, prec_i = precision_recall(counts)
-        best_i = np.argmax(f_measure(rec_i, prec_i), axis=1)
-        ois_counts = counts[np.arange(counts.shape[0]), best_i].sum(axis=0)
-        r_ois, p_ois = precision_recall(ois_counts)
-        return {
-            "odsF": 100.0 * float(f[best]),
-            "oisF": 100.0 * float(f_measure(r_ois, p_ois)),
-            "AP": 100.0 * average_precision(rec, prec),
-            "AP_seism": 100.0 * average_precision_seism(rec, prec),
-            "ods_threshold": float(self.thresholds[best]),
-            "ods_recall": 100.0 * float(rec[best]),
-            "ods_precision": 100.0 * float(prec[best]),
-        }
+        counts = np.stack(self._counts) if self._counts else np.zeros((0, self.thresholds.size, 4))
+        return first_row(
+            self.from_weights({"counts": counts}, np.ones((1, len(counts))), None, self.thresholds)
+        )
 
     def per_image(self) -> dict[str, np.ndarray]:
         """Per-image sufficient statistics: ``counts`` [N, T, 4] (cntR, sumR, cntP, sumP per threshold,
@@ -481,22 +467,62 @@ class BoundaryMetric:
         counts = np.stack(self._counts) if self._counts else np.zeros((0, t, 4))
         return {"counts": counts.astype(np.int32)}
 
-    @classmethod
+    @staticmethod
+    def from_weights(
+        stats: dict[str, np.ndarray],
+        weights: np.ndarray,
+        keys: Collection[str] | None = None,
+        thresholds: Sequence[float] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The values [R] for each row of image weights [R, N] (:mod:`mtl3d.metrics.pooling`): the pooling
+        that ``compute``, :meth:`from_per_image` and the bootstrap share (integer counts, so exact).
+        ``keys``: only these (None: all; AP and AP_seism, one curve per row, only when asked for).
+        ``thresholds``: default the uniform grid of ``T`` thresholds (``BoundaryMetric(n_thresholds=T)``),
+        which only ``ods_threshold`` reads."""
+        counts = np.asarray(stats["counts"])
+        n_img, n_thr = counts.shape[0], counts.shape[1]
+        if thresholds is None:
+            thresholds = np.arange(1, n_thr + 1) / (n_thr + 1)
+        thresholds = np.asarray(thresholds, dtype=np.float64)
+        weights = np.asarray(weights, dtype=np.float64)
+        if n_img == 0:
+            return select(dict.fromkeys(_KEYS, np.full(len(weights), np.nan)), keys)
+        pooled = weighted_sum(weights, counts)  # [R, T, 4]
+        rec, prec = precision_recall(pooled)
+        f = f_measure(rec, prec)
+        best = np.argmax(f, axis=-1)
+        rows = np.arange(len(f))
+        out = {"odsF": 100.0 * f[rows, best]}
+        if keys is None or "oisF" in keys:
+            # OIS: each image at its own best threshold (first maximum), counts summed over images
+            rec_i, prec_i = precision_recall(counts)
+            best_i = np.argmax(f_measure(rec_i, prec_i), axis=1)
+            r_ois, p_ois = precision_recall(weighted_sum(weights, counts[np.arange(n_img), best_i]))
+            out["oisF"] = 100.0 * f_measure(r_ois, p_ois)
+        if keys is None or "AP" in keys:
+            out["AP"] = 100.0 * np.array([average_precision(r, p) for r, p in zip(rec, prec, strict=True)])
+        if keys is None or "AP_seism" in keys:
+            out["AP_seism"] = 100.0 * np.array(
+                [average_precision_seism(r, p) for r, p in zip(rec, prec, strict=True)]
+            )
+        out["ods_threshold"] = thresholds[best]
+        out["ods_recall"] = 100.0 * rec[rows, best]
+        out["ods_precision"] = 100.0 * prec[rows, best]
+        return select(out, keys)
+
+    @staticmethod
     def from_per_image(
-        cls,
         stats: dict[str, np.ndarray],
         index: np.ndarray | None = None,
         thresholds: Sequence[float] | None = None,
     ) -> dict[str, float]:
         """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all;
-        integer counts, so exact). ``thresholds``: default the uniform grid of ``T`` thresholds
-        (``BoundaryMetric(n_thresholds=T)``), which only ``ods_threshold`` reads."""
-        counts = np.asarray(stats["counts"]).astype(np.int64)
-        if index is not None:
-            counts = counts[np.asarray(index)]
-        metric = cls(n_thresholds=counts.shape[1], thresholds=thresholds)
-        metric._counts = list(counts)
-        return metric.compute()
+        repeats count twice, as a bootstrap resample needs). ``thresholds``: see :meth:`from_weights`."""
+        weights = index_weights(index, len(stats["counts"]))
+        return first_row(BoundaryMetric.from_weights(stats, weights, None, thresholds))
+
+
+_KEYS = ("odsF", "oisF", "AP", "AP_seism", "ods_threshold", "ods_recall", "ods_precision")
 
 
 def _pool_context() -> mp.context.BaseContext:

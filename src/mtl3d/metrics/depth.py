@@ -1,4 +1,4 @@
-"""Depth metrics, pixel-pooled over the whole split (MTL survey offline protocol, anchors §2).
+"""Depth metrics, pixel-pooled over the whole split (the MTL survey's offline protocol).
 
 Valid pixels: ``target > 0`` (0 = invalid, always masked) and finite, optionally ``target < max_depth``
 (TaskPrompter masks ``gt < 80``; off by default). Predictions ``<= 0`` are set to 1e-9 before every
@@ -14,10 +14,12 @@ order (~1e-15 relative), and over a subset it matches a metric fed only that sub
 
 from __future__ import annotations
 
-import math
+from collections.abc import Collection
 
 import numpy as np
 import torch
+
+from mtl3d.metrics.pooling import first_row, index_weights, select, weighted_sum
 
 _EPS_PRED = 1e-9
 
@@ -80,29 +82,35 @@ class DepthMetric:
         return {"sums": rows}
 
     @staticmethod
+    def from_weights(
+        stats: dict[str, np.ndarray], weights: np.ndarray, keys: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The values [R] for each row of image weights [R, N] (:mod:`mtl3d.metrics.pooling`): the pooling
+        that ``compute``, :meth:`from_per_image` and the bootstrap share. ``keys``: only these (None: all)."""
+        return select(_scores(weighted_sum(weights, stats["sums"])), keys)
+
+    @staticmethod
     def from_per_image(stats: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
-        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all)."""
-        sums = np.asarray(stats["sums"], dtype=np.float64)
-        if index is not None:
-            sums = sums[np.asarray(index)]
-        return _scores(sums.sum(axis=0))
+        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all;
+        repeats count twice, as a bootstrap resample needs)."""
+        weights = index_weights(index, len(stats["sums"]))
+        return first_row(DepthMetric.from_weights(stats, weights))
 
     def compute(self) -> dict[str, float]:
-        return _scores(self._sums.numpy())
+        return first_row(_scores(self._sums.numpy()[None]))
 
 
-def _scores(sums: np.ndarray) -> dict[str, float]:
-    """The metric values from the 8 split-level sums (shared by compute and from_per_image)."""
-    n, sq, sq_log, abs_rel, sq_rel, d1, d2, d3 = (float(v) for v in sums)
-    keys = ("rmse", "log_rmse", "abs_rel", "sq_rel", "delta1", "delta2", "delta3")
-    if n == 0:
-        return dict.fromkeys(keys, math.nan)
-    return {
-        "rmse": math.sqrt(sq / n),
-        "log_rmse": math.sqrt(sq_log / n),
-        "abs_rel": abs_rel / n,
-        "sq_rel": sq_rel / n,
-        "delta1": 100.0 * d1 / n,
-        "delta2": 100.0 * d2 / n,
-        "delta3": 100.0 * d3 / n,
-    }
+def _scores(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """The metric values [R] from R rows of the 8 pooled sums [R, 8] (no valid pixel: NaN)."""
+    n, sq, sq_log, abs_rel, sq_rel, d1, d2, d3 = np.moveaxis(np.asarray(sums, dtype=np.float64), -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "rmse": np.sqrt(sq / n),
+            "log_rmse": np.sqrt(sq_log / n),
+            "abs_rel": abs_rel / n,
+            "sq_rel": sq_rel / n,
+            "delta1": 100.0 * d1 / n,
+            "delta2": 100.0 * d2 / n,
+            "delta3": 100.0 * d3 / n,
+        }
+    return {k: np.where(n == 0, np.nan, v) for k, v in out.items()}

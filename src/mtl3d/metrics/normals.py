@@ -24,10 +24,12 @@ metric keeps its fine histogram: metrics.json is unchanged, and Δm uses the mea
 
 from __future__ import annotations
 
-import math
+from collections.abc import Collection
 
 import numpy as np
 import torch
+
+from mtl3d.metrics.pooling import first_row, index_weights, select, weighted_sums
 
 BIN_WIDTH_DEG = 1e-3
 _N_BINS = int(round(180.0 / BIN_WIDTH_DEG))
@@ -122,45 +124,64 @@ class NormalsMetric:
         return {k: np.stack([r[k] for r in self._rows]) for k in self._rows[0]}
 
     @staticmethod
-    def from_per_image(stats: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
-        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all);
-        the median from the 0.5° histogram (see the module docstring)."""
-        sel = slice(None) if index is None else np.asarray(index)
-        n = int(np.asarray(stats["n"])[sel].sum())
-        keys = ("mean", "median", "rmse") + tuple(f"within_{t:g}" for t in THRESHOLDS_DEG)
-        if n == 0:
-            return dict.fromkeys(keys, math.nan)
-        hist = np.asarray(stats["hist"])[sel].astype(np.int64).sum(axis=0)
-        within = np.asarray(stats["within"])[sel].sum(axis=0)
-        out = {
-            "mean": float(np.asarray(stats["sum"])[sel].sum()) / n,
-            "median": _hist_median(hist, n, PER_IMAGE_BIN_DEG),
-            "rmse": math.sqrt(float(np.asarray(stats["sum_sq"])[sel].sum()) / n),
-        }
-        for t, c in zip(THRESHOLDS_DEG, within, strict=True):
-            out[f"within_{t:g}"] = 100.0 * float(c) / n
-        return out
+    def from_weights(
+        stats: dict[str, np.ndarray], weights: np.ndarray, keys: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The values [R] for each row of image weights [R, N] (:mod:`mtl3d.metrics.pooling`): the pooling
+        that :meth:`from_per_image` and the bootstrap share; the median from the 0.5° histogram (see the
+        module docstring). ``keys``: only these (None: all; the histogram is pooled only for the median)."""
+        parts = [stats["n"], stats["sum"], stats["sum_sq"], stats["within"]]
+        if keys is None or "median" in keys:
+            parts.append(stats["hist"])
+        n, sums, sums_sq, within, *hist = weighted_sums(weights, *parts)
+        values = _scores(n, sums, sums_sq, within, hist[0] if hist else None, PER_IMAGE_BIN_DEG)
+        return select(values, keys)
 
-    def _median(self) -> float:
-        return _hist_median(self._hist, self._n, BIN_WIDTH_DEG)
+    @staticmethod
+    def from_per_image(stats: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
+        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all;
+        repeats count twice, as a bootstrap resample needs); the median from the 0.5° histogram."""
+        weights = index_weights(index, len(stats["n"]))
+        return first_row(NormalsMetric.from_weights(stats, weights))
 
     def compute(self) -> dict[str, float]:
-        keys = ("mean", "median", "rmse") + tuple(f"within_{t:g}" for t in THRESHOLDS_DEG)
-        if self._n == 0:
-            return dict.fromkeys(keys, math.nan)
-        out = {
-            "mean": self._sum / self._n,
-            "median": self._median(),
-            "rmse": math.sqrt(self._sum_sq / self._n),
-        }
-        for t, c in zip(THRESHOLDS_DEG, self._within, strict=True):
-            out[f"within_{t:g}"] = 100.0 * float(c) / self._n
-        return out
+        values = _scores(
+            np.array([self._n]),
+            np.array([self._sum]),
+            np.array([self._sum_sq]),
+            self._within[None],
+            self._hist[None],
+            BIN_WIDTH_DEG,
+        )
+        return first_row(values)
 
 
-def _hist_median(hist: np.ndarray, n: int, width: float) -> float:
-    """Median of ``n`` values from their histogram: mean of the centres of the bins of the middle ranks."""
-    cum = np.cumsum(hist)
-    ranks = np.array([(n - 1) // 2, n // 2])  # 0-based middle ranks
-    bins = np.searchsorted(cum, ranks, side="right")
-    return float(((bins + 0.5) * width).mean())
+def _scores(
+    n: np.ndarray,
+    sums: np.ndarray,
+    sums_sq: np.ndarray,
+    within: np.ndarray,
+    hist: np.ndarray | None,
+    width: float,
+) -> dict[str, np.ndarray]:
+    """The metric values [R] from R rows of pooled counts and sums (``hist`` None: no median; no valid
+    pixel: NaN)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {"mean": sums / n}
+        if hist is not None:
+            out["median"] = _hist_median(hist, n, width)
+        out["rmse"] = np.sqrt(sums_sq / n)
+        for j, t in enumerate(THRESHOLDS_DEG):
+            out[f"within_{t:g}"] = 100.0 * within[:, j] / n
+    return {k: np.where(n == 0, np.nan, v) for k, v in out.items()}
+
+
+def _hist_median(hist: np.ndarray, n: np.ndarray, width: float) -> np.ndarray:
+    """Medians of R sets of ``n`` values from their histograms [R, B]: the mean of the centres of the
+    bins of the two middle ranks."""
+    cum = np.cumsum(hist, axis=-1)
+    n = np.asarray(n, dtype=np.int64)
+    ranks = np.stack([(n - 1) // 2, n // 2], axis=-1)  # 0-based middle ranks [R, 2]
+    # the first bin whose cumulative count exceeds the rank (searchsorted side="right", row by row)
+    bins = (cum[:, None, :] <= ranks[:, :, None]).sum(axis=-1)
+    return ((bins + 0.5) * width).mean(axis=-1)

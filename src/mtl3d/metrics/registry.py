@@ -1,4 +1,8 @@
-"""Metric registry: ``create_metric(task, ...)`` returns the split-level metric of a task."""
+"""Metric registry: ``create_metric(task, ...)`` returns the split-level metric of a task.
+
+Which metric scores a task is the task's choice (``TaskSpec.metric`` in :mod:`mtl3d.tasks`); this module
+maps those metric names to their classes. A new metric is one class here; a new task names one.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from mtl3d.metrics.depth import DepthMetric
 from mtl3d.metrics.normals import NormalsMetric
 from mtl3d.metrics.saliency import SaliencyMetric
 from mtl3d.metrics.semseg import SegmentationMetric
+from mtl3d.tasks import TASKS
 
 
 @runtime_checkable
@@ -28,18 +33,25 @@ class Metric(Protocol):
     def reset(self) -> None: ...
 
 
-_METRICS: dict[str, type] = {
-    "semseg": SegmentationMetric,
-    "human_parts": SegmentationMetric,
+_CLASSES: dict[str, type] = {
+    "segmentation": SegmentationMetric,
     "depth": DepthMetric,
     "normals": NormalsMetric,
-    "edges": BoundaryMetric,
+    "boundary": BoundaryMetric,
     "saliency": SaliencyMetric,
 }
 
 
 def metric_names() -> list[str]:
-    return list(_METRICS)
+    """The tasks that have a metric."""
+    return [t for t, spec in TASKS.items() if spec.metric.name in _CLASSES]
+
+
+def metric_class(task: str) -> type:
+    """The metric class of ``task`` (its ``from_per_image`` / ``from_weights`` pool per-image statistics)."""
+    if task not in metric_names():
+        raise unknown_name("metric task", task, metric_names())
+    return _CLASSES[TASKS[task].metric.name]
 
 
 def create_metric(
@@ -56,9 +68,7 @@ def create_metric(
     ones ``maxF_invpt``/``mIoU_invpt``), ``max_depth=80`` for depth, ``workers=4`` for edges (scoring in
     worker processes); unknown options raise ``UserError``.
     """
-    if task not in _METRICS:
-        raise unknown_name("metric task", task, list(_METRICS))
-    cls = _METRICS[task]
+    cls = metric_class(task)
     params = inspect.signature(cls.__init__).parameters
     valid = [n for n in params if n not in ("self", "num_classes", "class_names")]
     bad = [k for k in options if k not in valid]

@@ -1,4 +1,4 @@
-"""Saliency metrics: maxF and mIoU over thresholds, two protocols (anchors §2).
+"""Saliency metrics: maxF and mIoU over thresholds, two published protocols.
 
 ``protocol="mtl"`` (default; MTL survey / ASTMT ``eval_sal``): thresholds ``linspace(0.2, 0.9, 15)``,
 positive = ``prob > t``. Per image and threshold: Jaccard (1 when GT and prediction are both empty),
@@ -30,15 +30,17 @@ float64 summation order, for all images or any subset.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Collection
 
 import numpy as np
 import torch
 
 from mtl3d.errors import unknown_name
+from mtl3d.metrics.pooling import first_row, index_weights, select, weighted_sums
 
 PROTOCOLS = ("mtl", "invpt", "both")
 INVPT_SUFFIX = "_invpt"
+_KEYS = ("maxF", "mIoU", "maxF_threshold", "mIoU_threshold")
 
 
 class SaliencyMetric:
@@ -134,17 +136,18 @@ class SaliencyMetric:
         if self._parts is not None:
             survey, invpt = (part.compute() for part in self._parts)
             return {**survey, **{k + INVPT_SUFFIX: v for k, v in invpt.items()}}
-        return _scores(
+        values = _scores(
             self.mode,
             self.thresholds,
-            self._n_images,
-            self._sum_jac,
-            self._sum_prec,
-            self._sum_rec,
-            self._tp,
-            self._pp,
-            self._ap,
+            np.array([self._n_images]),
+            self._sum_jac[None],
+            self._sum_prec[None],
+            self._sum_rec[None],
+            self._tp[None],
+            self._pp[None],
+            np.array([self._ap]),
         )
+        return first_row(values)
 
     def per_image(self) -> dict[str, np.ndarray]:
         """Per-image sufficient statistics: ``valid`` [N] bool, ``n_pos`` [N] int64 and
@@ -162,33 +165,49 @@ class SaliencyMetric:
         }
 
     @staticmethod
-    def from_per_image(stats: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
-        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all).
-        Both protocols present (``mtl/`` and ``invpt/`` keys): the ``protocol="both"`` keys."""
-        sel = slice(None) if index is None else np.asarray(index)
-        valid = np.asarray(stats["valid"], dtype=bool)[sel]
-        n_pos = np.asarray(stats["n_pos"], dtype=np.int64)[sel][valid]
-        out: dict[str, float] = {}
+    def from_weights(
+        stats: dict[str, np.ndarray], weights: np.ndarray, keys: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The values [R] for each row of image weights [R, N] (:mod:`mtl3d.metrics.pooling`): the pooling
+        that :meth:`from_per_image` and the bootstrap share. Both protocols present (``mtl/`` and
+        ``invpt/`` keys): the ``protocol="both"`` keys. ``keys``: only these (None: all; a protocol none
+        of whose keys is asked for is not pooled)."""
+        valid = np.asarray(stats["valid"], dtype=bool)
+        w = valid.astype(np.float64)  # images without a valid pixel weigh nothing
+        n_pos = np.asarray(stats["n_pos"], dtype=np.int64)
         modes = [m for m in ("mtl", "invpt") if f"{m}/tp" in stats]
+        out: dict[str, np.ndarray] = {}
         for mode in modes:
-            tp = np.asarray(stats[f"{mode}/tp"], dtype=np.int64)[sel][valid]
-            pp = np.asarray(stats[f"{mode}/pp"], dtype=np.int64)[sel][valid]
-            ref = SaliencyMetric(mode)  # thresholds and beta of the protocol
-            jac, prec, rec = _image_scores(tp, pp, n_pos[:, None])
-            values = _scores(
-                mode,
-                ref.thresholds,
-                int(valid.sum()),
-                jac.sum(axis=0),
-                prec.sum(axis=0),
-                rec.sum(axis=0),
-                tp.sum(axis=0),
-                pp.sum(axis=0),
-                int(n_pos.sum()),
-            )
             suffix = INVPT_SUFFIX if mode == "invpt" and len(modes) == 2 else ""
+            if keys is not None and not any(
+                k.removesuffix(suffix) in _KEYS for k in keys if k.endswith(suffix)
+            ):
+                continue
+            tp = np.asarray(stats[f"{mode}/tp"], dtype=np.int64)
+            pp = np.asarray(stats[f"{mode}/pp"], dtype=np.int64)
+            jac, prec, rec = _image_scores(tp, pp, n_pos[:, None])
+            # each protocol pools only what its formula reads: image-averaged P/R (mtl) or pixel counts
+            if mode == "mtl":
+                n, s_jac, s_prec, s_rec = weighted_sums(
+                    weights, w, jac * w[:, None], prec * w[:, None], rec * w[:, None]
+                )
+                s_tp = s_pp = s_ap = None
+            else:
+                n, s_jac, s_tp, s_pp, s_ap = weighted_sums(
+                    weights, w, jac * w[:, None], tp * valid[:, None], pp * valid[:, None], n_pos * valid
+                )
+                s_prec = s_rec = None
+            values = _scores(mode, SaliencyMetric(mode).thresholds, n, s_jac, s_prec, s_rec, s_tp, s_pp, s_ap)
             out.update({k + suffix: v for k, v in values.items()})
-        return out
+        return select(out, keys)
+
+    @staticmethod
+    def from_per_image(stats: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict[str, float]:
+        """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default all;
+        repeats count twice, as a bootstrap resample needs). Both protocols present (``mtl/`` and
+        ``invpt/`` keys): the ``protocol="both"`` keys."""
+        weights = index_weights(index, len(stats["valid"]))
+        return first_row(SaliencyMetric.from_weights(stats, weights))
 
 
 def _image_scores(tp: np.ndarray, pp: np.ndarray, n_pos: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -206,33 +225,36 @@ def _image_scores(tp: np.ndarray, pp: np.ndarray, n_pos: np.ndarray) -> tuple[np
 def _scores(
     mode: str,
     thresholds: np.ndarray,
-    n_images: int,
+    n_images: np.ndarray,
     sum_jac: np.ndarray,
-    sum_prec: np.ndarray,
-    sum_rec: np.ndarray,
-    tp: np.ndarray,
-    pp: np.ndarray,
-    ap: int,
-) -> dict[str, float]:
-    """maxF / mIoU and their thresholds from split-level sums (shared by compute and from_per_image)."""
-    keys = ("maxF", "mIoU", "maxF_threshold", "mIoU_threshold")
-    if n_images == 0:
-        return dict.fromkeys(keys, math.nan)
+    sum_prec: np.ndarray | None,
+    sum_rec: np.ndarray | None,
+    tp: np.ndarray | None,
+    pp: np.ndarray | None,
+    ap: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """maxF / mIoU and their thresholds [R] from R rows of pooled sums (images [R], per threshold
+    [R, T]; shared by compute, from_per_image and the bootstrap; no image: NaN). The survey protocol
+    reads ``sum_prec``/``sum_rec``, the InvPT one ``tp``/``pp``/``ap``; the others may be None."""
     beta_sq = 1.0 if mode == "mtl" else 0.3
-    mean_jac = sum_jac / n_images
-    if mode == "mtl":
-        prec = sum_prec / n_images
-        rec = sum_rec / n_images
-    else:
-        prec = np.divide(tp, pp, out=np.zeros(len(tp)), where=pp > 0)
-        rec = tp / ap if ap > 0 else np.zeros(len(tp))
-    den = beta_sq * prec + rec
-    f = np.divide((1 + beta_sq) * prec * rec, den, out=np.zeros_like(den), where=den > 0)
-    bf = int(np.argmax(f))
-    bj = int(np.argmax(mean_jac))
-    return {
-        "maxF": 100.0 * float(f[bf]),
-        "mIoU": 100.0 * float(mean_jac[bj]),
-        "maxF_threshold": float(thresholds[bf]),
-        "mIoU_threshold": float(thresholds[bj]),
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_jac = sum_jac / n_images[:, None]
+        if mode == "mtl":
+            prec = sum_prec / n_images[:, None]
+            rec = sum_rec / n_images[:, None]
+        else:
+            prec = np.divide(tp, pp, out=np.zeros(tp.shape), where=pp > 0)
+            rec = np.divide(tp, ap[:, None], out=np.zeros(tp.shape), where=ap[:, None] > 0)
+        den = beta_sq * prec + rec
+        f = np.divide((1 + beta_sq) * prec * rec, den, out=np.zeros_like(den), where=den > 0)
+    bf = np.argmax(f, axis=-1)
+    bj = np.argmax(mean_jac, axis=-1)
+    rows = np.arange(len(f))
+    out = {
+        "maxF": 100.0 * f[rows, bf],
+        "mIoU": 100.0 * mean_jac[rows, bj],
+        "maxF_threshold": np.asarray(thresholds, dtype=np.float64)[bf],
+        "mIoU_threshold": np.asarray(thresholds, dtype=np.float64)[bj],
     }
+    empty = np.asarray(n_images) == 0
+    return {k: np.where(empty, np.nan, v) for k, v in out.items()}

@@ -1,6 +1,6 @@
 """Semantic segmentation / human-parts metrics: mIoU and pixel accuracy from a split-wide confusion matrix.
 
-Protocol (MTL survey, InvPT, TaskPrompter, see notes/anchors-data-eval.md §2): TP/FP/FN per class are
+Protocol (as the MTL survey's, InvPT's and TaskPrompter's evaluation code): TP/FP/FN per class are
 pooled over all valid pixels (``target != 255``) of the split; ``IoU_c = TP / (TP + FP + FN)``, taken
 as 0 when the class is absent from both GT and prediction; ``mIoU`` is the mean over **all** classes
 (NYUD 40, PASCAL 21 incl. background, human parts 7 incl. background). ``mIoU_present`` averages only
@@ -16,11 +16,12 @@ metric fed only that subset computes (integer counts, so pooling is exact).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
+
+from mtl3d.metrics.pooling import first_row, index_weights, select, weighted_sums
 
 IGNORE = 255
 
@@ -102,45 +103,62 @@ class SegmentationMetric:
         )
         return {"tp": rows[:, 0], "fp": rows[:, 1], "fn": rows[:, 2]}
 
-    @classmethod
+    @staticmethod
+    def from_weights(
+        stats: dict[str, np.ndarray],
+        weights: np.ndarray,
+        keys: Collection[str] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The values [R] for each row of image weights [R, N] (:mod:`mtl3d.metrics.pooling`): the pooling
+        that :meth:`from_per_image` and the bootstrap share (integer counts, so exact). ``keys``: only
+        these (None: all)."""
+        tp, fp, fn = weighted_sums(weights, stats["tp"], stats["fp"], stats["fn"])
+        return _scores(tp, fp, fn, (tp + fn).sum(axis=-1), class_names, keys)
+
+    @staticmethod
     def from_per_image(
-        cls,
         stats: dict[str, np.ndarray],
         index: np.ndarray | None = None,
         class_names: Sequence[str] | None = None,
     ) -> dict[str, float]:
         """``compute()``'s values from :meth:`per_image` statistics of the images ``index`` (default: all;
         repeats count twice, as a bootstrap resample needs)."""
-        sel = slice(None) if index is None else np.asarray(index)
-        tp, fp, fn = (np.asarray(stats[k])[sel].astype(np.int64).sum(axis=0) for k in ("tp", "fp", "fn"))
-        return _scores(tp, fp, fn, int((tp + fn).sum()), class_names)
+        weights = index_weights(index, len(stats["tp"]))
+        return first_row(SegmentationMetric.from_weights(stats, weights, class_names=class_names))
 
     def compute(self) -> dict[str, float]:
         tp = np.diag(self.confusion)
         fp = self.confusion.sum(axis=0) - tp
         fn = self.confusion.sum(axis=1) - tp
-        return _scores(tp, fp, fn, int(self.confusion.sum()), self.class_names)
+        return first_row(_scores(tp[None], fp[None], fn[None], self.confusion.sum()[None], self.class_names))
 
 
 def _scores(
-    tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, total: int, class_names: Sequence[str] | None
-) -> dict[str, float]:
-    """The metric values from split-level per-class counts (shared by compute and from_per_image)."""
-    names = list(class_names) if class_names is not None else [str(i) for i in range(len(tp))]
-    if total == 0:
-        out = {"mIoU": math.nan, "mIoU_present": math.nan, "pixel_acc": math.nan}
-        out.update({f"iou/{n}": math.nan for n in names})
-        return out
+    tp: np.ndarray,
+    fp: np.ndarray,
+    fn: np.ndarray,
+    total: np.ndarray,
+    class_names: Sequence[str] | None,
+    keys: Collection[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The metric values [R] from R rows of pooled per-class counts [R, C] and valid pixels [R] (shared
+    by compute, from_per_image and the bootstrap; no valid pixel: NaN)."""
+    names = list(class_names) if class_names is not None else [str(i) for i in range(tp.shape[-1])]
     tp = tp.astype(np.float64)
     fp = fp.astype(np.float64)
     fn = fn.astype(np.float64)
     union = tp + fp + fn
     iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
     present = union > 0
-    out = {
-        "mIoU": 100.0 * float(iou.mean()),
-        "mIoU_present": 100.0 * float(iou[present].mean()),
-        "pixel_acc": 100.0 * float(tp.sum() / total),
-    }
-    out.update({f"iou/{n}": 100.0 * float(v) for n, v in zip(names, iou, strict=True)})
-    return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {"mIoU": 100.0 * iou.mean(axis=-1)}
+        if keys is None or "mIoU_present" in keys:
+            # row by row: the mean over the present classes alone, summed as a 1-D mean sums
+            out["mIoU_present"] = 100.0 * np.array(
+                [r[m].mean() if m.any() else np.nan for r, m in zip(iou, present, strict=True)]
+            )
+        out["pixel_acc"] = 100.0 * (tp.sum(axis=-1) / total)
+        out.update({f"iou/{n}": 100.0 * iou[:, j] for j, n in enumerate(names)})
+    empty = np.asarray(total) == 0
+    return select({k: np.where(empty, np.nan, v) for k, v in out.items()}, keys)

@@ -100,17 +100,14 @@ def create_model(
 ):
     """Build a registered model for ``tasks``; classification tasks get ``num_classes`` outputs
     (one number for all, or per task, e.g. PASCAL ``{"semseg": 21, "human_parts": 7}``)."""
-    from mtl3d.tasks import get_task
+    from mtl3d.tasks import classes_for, get_task
 
     valid = list_models()
     if name not in _MODELS:
         raise unknown_name("model", name, valid)
     kwargs = check_options(name, kwargs)
 
-    def classes(t: str) -> int | None:
-        return num_classes.get(t) if isinstance(num_classes, dict) else num_classes
-
-    out_channels = {t: get_task(t).out_channels(classes(t)) for t in tasks}
+    out_channels = {t: get_task(t).out_channels(classes_for(num_classes, t)) for t in tasks}
     backbone = backbone or _MODELS[name].default_backbone
     return _MODELS[name](out_channels, backbone=backbone, pretrained=pretrained, **kwargs)
 

@@ -116,15 +116,16 @@ def floor(
     split: str = typer.Option("val", "--split", help="the study's eval split"),
 ) -> None:
     """Does every run beat the constant predictors (fitted on train) on every task? Exit 1 if not."""
+    from mtl3d.data.registry import create_dataset
     from mtl3d.metrics.baselines import SUPPORTED, constant_baselines, runs_vs_constants
     from mtl3d.reporting.collect import read_summary
 
     try:
         df = read_summary(summary)
         tasks = [t for t in SUPPORTED if t in set(df[df["dataset"] == dataset]["task"])]
-        table = runs_vs_constants(
-            df, dataset, constant_baselines(dataset, data_root, tasks, eval_split=split)
-        )
+        train = create_dataset(dataset, data_root, "train", tasks, train=False)
+        evaluation = create_dataset(dataset, data_root, split, tasks, train=False)
+        table = runs_vs_constants(df, dataset, constant_baselines(train, evaluation, tasks))
     except UserError as e:
         _fail(e)
     if table.empty:
@@ -173,7 +174,8 @@ def compare(
 ) -> None:
     """Paired B - A differences per task and for Δm, with bootstrap 95 % CIs and p-values (per_image.npz)."""
     from mtl3d.reporting.compare import compare as do_compare
-    from mtl3d.reporting.compare import forest_figure, format_table, seed_warning
+    from mtl3d.reporting.compare import format_table, seed_warning
+    from mtl3d.reporting.figures import forest_figure
 
     try:
         df = do_compare(runs_root, study, a, b, dataset, reference, resamples, seed)

@@ -8,33 +8,32 @@ writes both). Only seeds present for both A and B are used (paired). Each bootst
   every seed, so per-image difficulty cancels in the difference, and
 * one multiset of the **paired seeds**, shared by A and B;
 
-recomputes every run's metric from the re-weighted per-image sufficient statistics (the same pooling as
-the metric classes: sums over images, then the split-level formula), averages over the resampled seeds
-and takes B − A. Δm per resample uses the reference variant's metrics (mean over all its seeds) under
-the same image resample. CI: 2.5/97.5 % percentiles; p: two-sided bootstrap p
+recomputes every run's metric from the re-weighted per-image sufficient statistics (the metric class's
+own pooling, ``from_weights``: sums over images, then the split-level formula), averages over the
+resampled seeds and takes B − A. Δm per resample uses the reference variant's metrics (mean over all
+its seeds) under the same image resample. CI: 2.5/97.5 % percentiles; p: two-sided bootstrap p
 ``min(1, 2·min(P(d* ≤ 0), P(d* ≥ 0)))`` (the smallest level at which the percentile interval excludes 0).
 
 ``scipy.stats.bootstrap`` is not used: it resamples the observations of each sample independently (or
 one paired axis), while this design resamples two crossed levels (images × seeds) with the same image
 indices for every run, and needs a statistic that is a ratio of pooled sums per run. A seeded numpy loop
-over multiplicity matrices (one matrix product per run and task) does it in a fraction of a second.
+over multiplicity matrices (one matrix product per run and statistic) does it in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from mtl3d.errors import UserError
-from mtl3d.metrics.boundary import f_measure, precision_recall
+from mtl3d.metrics.registry import metric_class
 from mtl3d.reporting.study import ABLATION, REG_SUFFIX
 from mtl3d.tasks import TASKS
 
@@ -59,7 +58,6 @@ COLUMNS = [
     "dataset",
 ]
 _SEED_DIR = re.compile(r"^seed(\d+)$")
-_DEPTH_SUMS = {"rmse": 1, "log_rmse": 2, "abs_rel": 3, "sq_rel": 4}
 
 
 @dataclass
@@ -124,63 +122,13 @@ def _pick_dataset(study_root: Path, variants: Sequence[str], dataset: str | None
 
 
 # ------------------------------------------------------------------------ Δm metric from weighted stats
-def _design(task: str, metric: str, stats: dict[str, np.ndarray]) -> tuple[np.ndarray, Callable]:
-    """Per-image feature rows V [N, D] whose weighted sum ``W @ V`` [R, D] gives, through ``finish``,
-    the task's ``metric`` for each of the R image weightings (the pooling of the metric classes)."""
-    if task in ("semseg", "human_parts") and metric == "mIoU":
-        c = stats["tp"].shape[1]
-        v = np.concatenate([stats["tp"], stats["fp"], stats["fn"]], axis=1).astype(np.float64)
-
-        def finish(s: np.ndarray) -> np.ndarray:
-            tp, union = s[:, :c], s[:, :c] + s[:, c : 2 * c] + s[:, 2 * c :]
-            iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
-            return 100.0 * iou.mean(axis=1)
-
-        return v, finish
-    if task == "depth" and metric in _DEPTH_SUMS:
-        j = _DEPTH_SUMS[metric]
-        v = stats["sums"][:, [0, j]].astype(np.float64)
-        root = metric in ("rmse", "log_rmse")
-        return v, lambda s: np.sqrt(s[:, 1] / s[:, 0]) if root else s[:, 1] / s[:, 0]
-    if task == "normals" and metric in ("mean", "rmse"):
-        v = np.stack([stats["n"], stats["sum" if metric == "mean" else "sum_sq"]], axis=1).astype(np.float64)
-        return v, lambda s: s[:, 1] / s[:, 0] if metric == "mean" else np.sqrt(s[:, 1] / s[:, 0])
-    if task == "edges" and metric == "odsF":
-        counts = stats["counts"].astype(np.float64)
-        t = counts.shape[1]
-
-        def finish_e(s: np.ndarray) -> np.ndarray:
-            rec, prec = precision_recall(s.reshape(-1, t, 4))
-            return 100.0 * f_measure(rec, prec).max(axis=1)
-
-        return counts.reshape(len(counts), t * 4), finish_e
-    if task == "saliency" and metric in ("mIoU", "maxF"):
-        from mtl3d.metrics.saliency import _image_scores
-
-        valid = stats["valid"].astype(bool)
-        tp, pp = stats["mtl/tp"], stats["mtl/pp"]  # the survey protocol: the plain keys, used for Δm
-        jac, prec, rec = _image_scores(tp, pp, stats["n_pos"][:, None])
-        w = valid[:, None].astype(np.float64)
-        t = tp.shape[1]
-        v = np.concatenate([jac * w, prec * w, rec * w, w], axis=1)
-
-        def finish_s(s: np.ndarray) -> np.ndarray:
-            n = s[:, -1:]
-            if metric == "mIoU":
-                return 100.0 * (s[:, :t] / n).max(axis=1)
-            p, r = s[:, t : 2 * t] / n, s[:, 2 * t : 3 * t] / n
-            den = p + r
-            f = np.divide(2 * p * r, den, out=np.zeros_like(den), where=den > 0)
-            return 100.0 * f.max(axis=1)
-
-        return v, finish_s
-    raise UserError(f"no per-image bootstrap for {task} {metric!r}")
-
-
 def _metric_values(run: Run, task: str, metric: str, weights: np.ndarray) -> np.ndarray:
-    v, finish = _design(task, metric, run.stats[task])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return finish(weights @ v)
+    """``metric`` of ``task`` for each row of image weights [R, N]: the metric class's own pooling."""
+    cls = metric_class(task)
+    try:
+        return cls.from_weights(run.stats[task], weights, keys=(metric,))[metric]
+    except KeyError:
+        raise UserError(f"{run.path}: no per-image statistics for {task} {metric!r}") from None
 
 
 # ------------------------------------------------------------------------------------------------ compare
@@ -241,7 +189,7 @@ def compare(
         rows.append(_row(task, metric, seed_mean(per[a]), seed_mean(per[b]), n_seed, n_img))
         if runs_ref and all(task in r.stats for r in runs_ref.values()):
             ref = np.mean([_metric_values(r, task, metric, w_img) for r in runs_ref.values()], axis=0)
-            sign = -1.0 if TASKS[task].lower_is_better else 1.0
+            sign = -1.0 if TASKS[task].metric_lower_is_better(metric) else 1.0
             for v in (a, b):
                 gains[v].append(100.0 * sign * (per[v] - ref[:, None]) / ref[:, None])
     if gains[a]:
@@ -365,44 +313,3 @@ def format_table(df: pd.DataFrame) -> str:
         show[c] = show[c].map(lambda x: f"{x:.3f}")
     show["p"] = show["p"].map(lambda x: f"{x:.4f}")
     return show.to_string(index=False)
-
-
-# ------------------------------------------------------------------------------------------------ figure
-def forest_figure(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> Figure:
-    """Forest plot: one panel per (task, metric), since units differ (mIoU points, metres, degrees, Δm
-    in %); in each, one line per host (B − A) with its 95 % interval, filled where it is
-    :func:`significant` (excludes 0, at least ``MIN_SEEDS`` paired seeds).
-
-    ``rows``: :func:`compare` output (several comparisons may be concatenated); the host label is the
-    ``host`` column if present, else ``"B − A"``.
-    """
-    from mtl3d.reporting.figures import _theme
-
-    df = pd.DataFrame(rows)
-    if df.empty:
-        raise UserError("no comparison rows to plot")
-    _theme()
-    df = df.assign(label=df["host"] if "host" in df else df["b"].astype(str) + " − " + df["a"].astype(str))
-    panels = list(dict.fromkeys(zip(df["task"], df["metric"], strict=True)))
-    hosts = list(dict.fromkeys(df["label"]))
-    fig = Figure(figsize=(2.6 * len(panels) + 1.2, 0.32 * len(hosts) + 1.3))
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
-    y_of = {h: len(hosts) - 1 - i for i, h in enumerate(hosts)}
-    for ax, (task, metric) in zip(axes, panels, strict=True):
-        sub = df[(df["task"] == task) & (df["metric"] == metric)]
-        y = sub["label"].map(y_of).to_numpy()
-        err = np.vstack([sub["diff"] - sub["ci_low"], sub["ci_high"] - sub["diff"]])
-        ax.errorbar(sub["diff"], y, xerr=err, fmt="none", ecolor="C0", capsize=3)
-        sig = sub.apply(significant, axis=1).astype(bool)
-        ax.scatter(sub["diff"][sig], y[sig.to_numpy()], color="C0", zorder=3, label="CI excludes 0")
-        ax.scatter(sub["diff"][~sig], y[~sig.to_numpy()], facecolor="white", edgecolor="C0", zorder=3)
-        ax.axvline(0.0, color="0.3", lw=1, ls="--")
-        better = (
-            "" if task == DELTA_TASK else (" (↓ better)" if TASKS[task].lower_is_better else " (↑ better)")
-        )
-        ax.set_title("Δm (%)" if task == DELTA_TASK else f"{task} {metric}{better}", fontsize=9)
-    axes[0].set_yticks(range(len(hosts)), hosts[::-1])
-    axes[0].set_ylim(-0.6, len(hosts) - 0.4)
-    fig.supxlabel("difference B − A with 95 % interval (filled: excludes 0)", fontsize=9)
-    fig.tight_layout()
-    return fig

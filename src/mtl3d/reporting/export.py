@@ -9,7 +9,7 @@ from mtl3d.engine import modelfile
 from mtl3d.engine.checkpoint import atomic_write_text
 from mtl3d.engine.predictor import describe_run
 from mtl3d.errors import UserError
-from mtl3d.reporting.figures import class_colors
+from mtl3d.reporting.figures.style import class_colors
 
 
 def export_run(

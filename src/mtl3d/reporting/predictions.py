@@ -32,7 +32,7 @@ from tqdm import tqdm
 from mtl3d.engine.predictor import IMAGE_SUFFIXES, Model, read_image
 from mtl3d.errors import UserError
 from mtl3d.io import atomic_write, atomic_write_text
-from mtl3d.reporting.figures import class_colors, colorize
+from mtl3d.reporting.figures.style import class_colors, colorize
 from mtl3d.tasks import get_task
 
 FORMATS = ("png", "npz")

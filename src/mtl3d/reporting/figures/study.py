@@ -1,0 +1,208 @@
+"""Study figures: Δm per model, per-task gains and training curves of each dataset."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mtl3d.reporting.collect import ALL_TASKS, DELTA, GAIN
+from mtl3d.reporting.figures.forest import forest_figure
+from mtl3d.reporting.figures.style import save_figure, theme
+from mtl3d.reporting.labels import TASK_LABELS, ordered_tasks, variant_order
+from mtl3d.reporting.study import ABLATION
+
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+
+
+def delta_m_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
+    """Δm per model without / with the regularizer: bars = mean, error bars = std over seeds, dots = seeds."""
+    import seaborn as sns
+
+    theme()
+    d = summary[
+        (summary["dataset"] == dataset) & (summary["task"] == ALL_TASKS) & (summary["metric"] == DELTA)
+    ]
+    d = d[d["variant"] != reference].copy()
+    fig = Figure(figsize=(2.4 + 0.9 * max(1, d["model"].nunique()), 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    if d.empty:
+        ax.text(
+            0.5,
+            0.5,
+            f"no Δm for {dataset}\n(needs {reference} runs and other variants)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_axis_off()
+        return fig
+    d["3D-aware regularizer"] = np.where(d["regularizer"].astype(bool), "on", "off")
+    order = variant_order(list(d["variant"].unique()), reference)
+    models = list(dict.fromkeys(d.drop_duplicates("variant").set_index("variant").loc[order, "model"]))
+    hue_order = [h for h in ("off", "on") if h in set(d["3D-aware regularizer"])]
+    sns.barplot(
+        data=d,
+        x="model",
+        y="value",
+        hue="3D-aware regularizer",
+        order=models,
+        hue_order=hue_order,
+        errorbar="sd",
+        capsize=0.15,
+        ax=ax,
+        palette="deep",
+    )
+    sns.stripplot(
+        data=d,
+        x="model",
+        y="value",
+        hue="3D-aware regularizer",
+        order=models,
+        hue_order=hue_order,
+        dodge=True,
+        palette={h: "black" for h in hue_order},
+        size=3,
+        ax=ax,
+        legend=False,
+    )
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel(f"Δm vs {reference} (%)")
+    ax.set_title(f"{dataset}: multi-task performance (↑)")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="3D-aware reg.", frameon=False)
+    return fig
+
+
+def task_gain_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
+    """Per-task relative gain (%) over the reference, per variant; error bars = std over seeds."""
+    import seaborn as sns
+
+    theme()
+    d = summary[
+        (summary["dataset"] == dataset) & (summary["metric"] == GAIN) & (summary["variant"] != reference)
+    ]
+    fig = Figure(figsize=(1.5 + 1.2 * max(1, d["task"].nunique()), 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    if d.empty:
+        ax.text(
+            0.5, 0.5, f"no per-task gains for {dataset}", ha="center", va="center", transform=ax.transAxes
+        )
+        ax.set_axis_off()
+        return fig
+    tasks = ordered_tasks(d["task"])
+    order = variant_order(list(d["variant"].unique()), reference)
+    sns.barplot(
+        data=d,
+        x="task",
+        y="value",
+        hue="variant",
+        order=tasks,
+        hue_order=order,
+        errorbar="sd",
+        capsize=0.1,
+        ax=ax,
+        palette="deep",
+    )
+    ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks])
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel(f"gain vs {reference} (%)")
+    ax.set_title(f"{dataset}: per-task gain on the Δm metric (↑)")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="", frameon=False)
+    return fig
+
+
+def read_training_logs(runs_root: str | Path) -> pd.DataFrame:
+    """All ``train_log.csv`` of a study, long format: dataset, variant, seed, step, series, value."""
+    root = Path(runs_root)
+    frames = []
+    for p in sorted(root.glob("*/*/seed*/train_log.csv")):
+        m = _SEED_DIR.match(p.parent.name)
+        if not m:
+            continue
+        log = pd.read_csv(p)
+        if "step" not in log.columns:
+            continue
+        series = [c for c in log.columns if c.startswith(("loss/", "reg/"))]
+        long = log.melt(id_vars=["step"], value_vars=series, var_name="series", value_name="value")
+        long.insert(0, "seed", int(m.group(1)))
+        long.insert(0, "variant", p.parent.parent.name)
+        long.insert(0, "dataset", p.parent.parent.parent.name)
+        frames.append(long)
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "variant", "seed", "step", "series", "value"])
+    return pd.concat(frames, ignore_index=True).dropna(subset=["value"])
+
+
+def training_curves_figure(logs: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
+    """Training losses against steps: a panel per loss term, a line per variant (band: std over seeds)."""
+    import seaborn as sns
+
+    theme()
+    d = logs[logs["dataset"] == dataset]
+    series = sorted(d["series"].unique(), key=lambda s: (s != "loss/total", "reg/" in s, s))
+    n = max(1, len(series))
+    ncol = min(4, n)
+    nrow = (n + ncol - 1) // ncol
+    fig = Figure(figsize=(3.0 * ncol, 2.4 * nrow), layout="constrained")
+    if d.empty:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, f"no train_log.csv for {dataset}", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    order = variant_order(list(d["variant"].unique()), reference)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    few_points = d["step"].nunique() <= 20  # a line through one or two points is invisible
+    for k, s in enumerate(series):
+        ax = axes[k // ncol][k % ncol]
+        sns.lineplot(
+            data=d[d["series"] == s],
+            x="step",
+            y="value",
+            hue="variant",
+            hue_order=order,
+            errorbar="sd",
+            marker="o" if few_points else None,
+            ax=ax,
+            legend=(k == 0),
+            palette="deep",
+        )
+        ax.set_title(s, fontsize="small")
+        ax.set_ylabel("")
+        if (d[d["series"] == s]["value"] > 0).all():
+            ax.set_yscale("log")
+    for k in range(len(series), nrow * ncol):
+        axes[k // ncol][k % ncol].set_axis_off()
+    fig.suptitle(f"{dataset}: training losses")
+    return fig
+
+
+def write_study_figures(
+    summary: pd.DataFrame,
+    runs_root: str | Path | None,
+    out_dir: str | Path,
+    reference: str = "stl",
+    comparisons: pd.DataFrame | None = None,
+) -> list[Path]:
+    """Δm, per-task gains and training curves of every dataset of a study, into ``out_dir``; with
+    ``comparisons`` (``compare.compare_hosts``) also the forest plot of every host's +3d − host."""
+    out = Path(out_dir)
+    written: list[Path] = []
+    logs = read_training_logs(runs_root) if runs_root is not None else None
+    for d in summary["dataset"].unique():
+        written += save_figure(delta_m_figure(summary, d, reference), out / f"delta_m_{d}")
+        written += save_figure(task_gain_figure(summary, d, reference), out / f"task_gains_{d}")
+        if logs is not None:
+            written += save_figure(training_curves_figure(logs, d, reference), out / f"training_curves_{d}")
+        rows = comparisons[comparisons["dataset"] == d] if comparisons is not None else None
+        if rows is not None and not rows.empty:
+            ablation = rows["b"].astype(str).str.contains(ABLATION, regex=False)
+            if (~ablation).any():
+                written += save_figure(forest_figure(rows[~ablation]), out / f"regularizer_effect_{d}")
+            if ablation.any():
+                written += save_figure(forest_figure(rows[ablation]), out / f"ablations_{d}")
+    return written
