@@ -21,7 +21,7 @@ from skimage.morphology import thin as sk_thin
 from mtl3d.data import pascal
 from mtl3d.data.encode import png_bytes
 from mtl3d.errors import UserError
-from mtl3d.metrics.boundary import thin
+from mtl3d.geometry import thin
 from tests.rawdata import pascal as raw
 
 N_TRAIN, N_VAL = 3, 2

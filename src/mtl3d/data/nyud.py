@@ -1,7 +1,7 @@
 """NYUD-v2 multi-task archives -> the processed layout read by :class:`mtl3d.data.folder.FolderDataset`.
 
-Two published archives hold different data and are kept apart as *variants* (notes: anchors-data-eval
-§1a, dataset-sources A1/A2):
+Two published archives hold different data and are kept apart as *variants* (``docs/datasets.md``,
+"Variants"):
 
 - ``atrc``: ATRC/InvPT ``NYUDv2/`` at 425x560 (Gupta et al.'s crop of the 640x480 frames): PNG images,
   normals PNG (``2v/255-1``), edges PNG (``v/255``).
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import re
 import secrets
@@ -42,6 +41,7 @@ from tqdm import tqdm
 from mtl3d.data.encode import npy_bytes, png_bytes
 from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
 from mtl3d.errors import UserError, unknown_name
+from mtl3d.geometry import NYU_CX, NYU_CY, NYU_FX, NYU_FY, NYU_SIZE
 from mtl3d.workers import WorkerPool
 
 __all__ = ["CLASSES", "FAR", "IGNORE", "NEAR", "SIZES", "VARIANTS", "convert", "intrinsics", "prepare"]
@@ -73,11 +73,6 @@ _ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # Depth above this is not metres (the archives store metres, max ~10 m); millimetres would pass silently.
 _MAX_DEPTH = 100.0
 
-# NYU Depth v2 toolbox camera_params.m, RGB camera at 640x480 (notes B3). Taken as 0-based pixel
-# coordinates (the Bouguet calibration toolbox convention: the centre of the top-left pixel is (0, 0)), so
-# they go into K as they are. Lens distortion (k1 0.208, k2 -0.586, ...) is not modelled: the labelled
-# frames are taken to be undistorted by the toolbox (an inference, not stated by the archive authors).
-_FX, _FY, _CX, _CY = 518.8579, 519.4696, 325.5824, 253.7362
 # Gupta et al.'s crop I(46:470, 41:600), 1-based inclusive, gives the atrc 425x560 frames; its first
 # pixel is 0-based (row 45, col 40), so the principal point moves by (-40, -45).
 _CROP = {"atrc": {"rows": [46, 470], "cols": [41, 600]}, "survey": None}
@@ -94,7 +89,7 @@ def intrinsics(variant: str) -> np.ndarray:
     if variant not in VARIANTS:
         raise unknown_name("NYUD variant", variant, VARIANTS)
     dx, dy = _offset(variant)
-    return np.array([[_FX, 0.0, _CX - dx], [0.0, _FY, _CY - dy], [0.0, 0.0, 1.0]])
+    return np.array([[NYU_FX, 0.0, NYU_CX - dx], [0.0, NYU_FY, NYU_CY - dy], [0.0, 0.0, 1.0]])
 
 
 def _camera(variant: str) -> dict[str, Any]:
@@ -102,11 +97,11 @@ def _camera(variant: str) -> dict[str, Any]:
     return {
         "source": "NYU Depth v2 toolbox camera_params.m, RGB camera at 640x480",
         "convention": "0-based pixel coordinates (Bouguet calibration toolbox), OpenCV pinhole",
-        "full_size": [480, 640],
-        "fx": _FX,
-        "fy": _FY,
-        "cx": _CX,
-        "cy": _CY,
+        "full_size": list(NYU_SIZE),
+        "fx": NYU_FX,
+        "fy": NYU_FY,
+        "cx": NYU_CX,
+        "cy": NYU_CY,
         "crop": _CROP[variant],
         "offset": {"dx": dx, "dy": dy},
         "distortion": "not modelled (labelled frames assumed undistorted)",
@@ -344,13 +339,11 @@ def _run(src: Path, tmp: Path, variant: str, ids: list[str], workers: int, progr
                 sums.update(_convert_one(str(src), str(tmp), variant, vid))
                 bar.update()
             return sums
-        # spawn, not fork: the caller may hold threads (torch, tqdm's monitor) that a forked child could
-        # deadlock on (the reason Python 3.14 stopped forking by default)
         with WorkerPool(
             min(workers, len(ids)),
             "nyud conversion",
             "convert in this process with --workers 0",
-            context=multiprocessing.get_context("spawn"),
+            preload=[__name__],
         ) as pool:
             pending = {pool.submit(_convert_one, str(src), str(tmp), variant, vid) for vid in ids}
             while pending:

@@ -1,6 +1,6 @@
 """PASCAL-Context multi-task data (PASCAL_MT / PASCALContext archives) -> the processed layout.
 
-Both published archives share one layout (``notes/anchors-data-eval.md`` §1b); only the top folder
+Both published archives share one layout (``docs/datasets.md``); only the top folder
 differs: ``atrc`` = ``PASCALContext/`` (ATRC / InvPT), ``survey`` = ``PASCAL_MT/`` (ASTMT / MTL survey).
 The labels are decoded the way the public MTL loaders decode them at load time, once, so training reads
 plain PNGs:
@@ -17,9 +17,9 @@ plain PNGs:
   (``pascal_normals_classes.json``, 170 classes); elsewhere (0, 0, 0), which readers treat as invalid.
 * saliency: the distilled PNG, ``v / 255 > 0.5``.
 
-PASCAL has no calibration and no depth: every view gets :func:`~mtl3d.regularizer.rays.default_intrinsics`
-(60 degree horizontal field of view), and ``near``/``far`` are only the regularizer's rendering range in
-arbitrary units.
+PASCAL has no calibration and no depth: every view gets :func:`~mtl3d.geometry.default_intrinsics`
+(60 degree horizontal field of view, stored as float32 values), and ``near``/``far`` are only the
+regularizer's rendering range in arbitrary units.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tqdm import tqdm
 from mtl3d.data.encode import png_bytes
 from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
 from mtl3d.errors import UserError, unknown_name
-from mtl3d.metrics.boundary import thin
+from mtl3d.geometry import default_intrinsics, thin
 from mtl3d.workers import WorkerPool
 
 __all__ = [
@@ -477,7 +477,9 @@ def _run(
                 views[key] = meta
                 bar.update()
             return views
-        with WorkerPool(workers, "pascal conversion", "convert in this process with --workers 0") as pool:
+        with WorkerPool(
+            workers, "pascal conversion", "convert in this process with --workers 0", preload=[__name__]
+        ) as pool:
             # chunks amortise the inter-process round trips (~50 ms of work per image)
             for key, meta in pool.map(convert_one, ids, chunksize=max(1, min(16, len(ids) // (4 * workers)))):
                 views[key] = meta
@@ -563,15 +565,12 @@ def convert(
         for name in _DATA_DIRS:
             (tmp / name).mkdir(parents=True)
         meta = _run(_Converter(src, tmp), ids, workers, progress)
-        # imported after the pool has forked its workers, which never need torch
-        from mtl3d.regularizer.rays import default_intrinsics
-
         views: dict[str, Any] = {}
         for vid in ids:
             h, w = meta[vid]["size"]
             views[vid] = {
                 "size": [h, w],
-                "K": default_intrinsics(h, w).tolist(),
+                "K": default_intrinsics(h, w).astype(np.float32).tolist(),
                 "has_person": meta[vid]["has_person"],
             }
         sums = {rel: digest for vid in ids for rel, digest in meta[vid]["checksums"].items()}
