@@ -26,7 +26,17 @@ from torch import Tensor, nn
 from mtl3d.errors import UserError, unknown_name
 from mtl3d.models.atrc.contexts import LOCAL_BORDERS, ContextBlock, TargetFusion, _conv_bn, spatial_softmax
 from mtl3d.models.atrc.genotype import Genotype, default_genotype, load_genotype
-from mtl3d.models.atrc.search import MixedContext, blocks, entropy, fix_settled, linear_schedule
+from mtl3d.models.atrc.search import (
+    ARCH_LR,
+    ENTROPY_WEIGHT,
+    FIX_MARGIN,
+    TEMPERATURE,
+    MixedContext,
+    blocks,
+    entropy,
+    fix_settled,
+    linear_schedule,
+)
 from mtl3d.models.base import DenseModel
 from mtl3d.models.blocks import LevelAdapter, conv_bn_relu, fuse_scales, upsample_to
 from mtl3d.models.label_spaces import LabelSpace, label_space_for, sample_normals
@@ -74,8 +84,8 @@ class ATRC(DenseModel):
         search: bool = False,
         search_temperature: list[float] | None = None,
         search_entropy_weight: list[float] | None = None,
-        search_fix_margin: float = 0.3,
-        arch_lr: float = 5e-4,
+        search_fix_margin: float = FIX_MARGIN,
+        arch_lr: float = ARCH_LR,
     ) -> None:
         super().__init__()
         self.init_host(out_channels, backbone, pretrained)
@@ -91,9 +101,8 @@ class ATRC(DenseModel):
         att = max(1, ch // 2)
         self.channels, self.att_channels = ch, att
         self.search = search
-        # The search recipe (released code): λ 1.0 → 0.05, ω_H −0.02 → 0.06, fix at a 0.3 margin, Adam 5e-4.
-        self.search_temperature = list(search_temperature or [1.0, 0.05])
-        self.search_entropy_weight = list(search_entropy_weight or [-0.02, 0.06])
+        self.search_temperature = list(search_temperature or TEMPERATURE)
+        self.search_entropy_weight = list(search_entropy_weight or ENTROPY_WEIGHT)
         self.search_fix_margin = search_fix_margin
         self.arch_lr = arch_lr
         self._entropy_weight = self.search_entropy_weight[0]

@@ -27,9 +27,12 @@ from mtl3d.io import atomic_write_text, check_out_file
 from mtl3d.models.atrc.contexts import CONTEXTS, ContextBlock
 from mtl3d.models.atrc.genotype import Genotype, genotype_json, load_genotype, parse_genotype
 
+# The search recipe of the released code (the model's defaults): λ 1.0 → 0.05, ω_H −0.02 → 0.06, fix
+# at a 0.3 margin, Adam lr 5e-4 for α.
 TEMPERATURE = (1.0, 0.05)
 ENTROPY_WEIGHT = (-0.02, 0.06)
 FIX_MARGIN = 0.3
+ARCH_LR = 5e-4
 
 
 def linear_schedule(start: float, end: float, step: int, total: int) -> float:
