@@ -408,7 +408,7 @@ def test_idempotent_and_overwrite(data, tmp_path):
     stamp = (root / "manifest.json").stat().st_mtime_ns
     again = pascal.convert(src, root, "atrc", workers=0, progress=False)
     assert again == man and (root / "manifest.json").stat().st_mtime_ns == stamp
-    with pytest.raises(UserError, match="already holds a different dataset"):
+    with pytest.raises(UserError, match="describes a different dataset"):
         pascal.convert(src, root, "atrc", workers=0, progress=False, limit=1)
     other = tmp_path / "other"
     shutil.copytree(root, other)

@@ -27,8 +27,6 @@ import io
 import json
 import os
 import re
-import secrets
-import shutil
 import time
 from concurrent.futures import FIRST_EXCEPTION, wait
 from pathlib import Path
@@ -39,7 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import npy_bytes, png_bytes
-from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
+from mtl3d.data.prepare import FORMAT_VERSIONS, existing, write_atomically
 from mtl3d.errors import UserError, unknown_name
 from mtl3d.geometry import NYU_CX, NYU_CY, NYU_FX, NYU_FY, NYU_SIZE
 from mtl3d.workers import WorkerPool
@@ -391,33 +389,23 @@ def convert(
     # JSON round trip so that tuples etc. compare equal to what a manifest read back holds
     source = json.loads(json.dumps(source if source is not None else {"path": str(src.resolve())}))
 
-    if root.exists() and not root.is_dir():
-        raise UserError(f"nyud: {root} exists and is not a directory; choose another --root")
-    man_path = root / "manifest.json"
-    if man_path.is_file():
-        old = read_existing_manifest(root)
-        same = (
+    found = existing(
+        "nyud",
+        root,
+        # the same conversion: missing (with verify: damaged) files are converted again, only them
+        same=lambda old: (
             old.get("dataset") == "nyud"
             and old.get("variant") == variant
             and old.get("source") == source
             and old.get("limit") == limit
             and bool(old.get("checksums"))
-        )
-        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
-            # the same conversion: missing (with verify: damaged) files are converted again, only them
-            return reuse_or_repair(
-                root, old, [], verify, lambda tmp, bad: _reconvert(src, tmp, variant, limit, bad)
-            )
-        if not overwrite:
-            what = f"{old.get('dataset', '?')} {old.get('variant', '')}".strip()
-            raise UserError(
-                f"nyud: {man_path} describes a different dataset ({what}, limit={old.get('limit')}); "
-                "pass --overwrite to replace it"
-            )
-    elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
-        raise UserError(
-            f"nyud: {root} is not empty and has no manifest.json; pass --overwrite to write there"
-        )
+        ),
+        overwrite=overwrite,
+        verify=verify,
+        regenerate=lambda tmp, bad: _reconvert(src, tmp, variant, limit, bad),
+    )
+    if found is not None:
+        return found
 
     if not src.is_dir():
         raise UserError(
@@ -427,13 +415,7 @@ def convert(
     ids = list(dict.fromkeys(vid for split in _SPLITS for vid in splits[split]))  # unique, in order
     _check_source(src, variant, ids)
 
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        for name in _DATA_DIRS:
-            (tmp / name).mkdir(parents=True)
+    def write(tmp: Path) -> dict[str, Any]:
         sums = _run(src, tmp, variant, ids, workers, progress)
         for split in _SPLITS:
             data = "".join(vid + "\n" for vid in splits[split]).encode()
@@ -441,7 +423,7 @@ def convert(
             sums[f"splits/{split}.txt"] = hashlib.sha256(data).hexdigest()
         h, w = SIZES[variant]
         K = intrinsics(variant).tolist()
-        manifest = {
+        return {
             "dataset": "nyud",
             "variant": variant,
             "format_version": FORMAT_VERSION,
@@ -461,10 +443,8 @@ def convert(
             "checksums": dict(sorted(sums.items())),
             "prepare_seconds": round(time.perf_counter() - t0, 3),
         }
-        published = publish(tmp, root, _DATA_DIRS, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return published
+
+    return write_atomically(root, _DATA_DIRS, write)
 
 
 def prepare(

@@ -29,8 +29,6 @@ import io
 import json
 import os
 import re
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import png_bytes
-from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
+from mtl3d.data.prepare import FORMAT_VERSIONS, existing, write_atomically
 from mtl3d.errors import UserError, unknown_name
 from mtl3d.geometry import default_intrinsics, thin
 from mtl3d.workers import WorkerPool
@@ -532,38 +530,24 @@ def convert(
         "source": json.loads(json.dumps(source)),
     }
 
-    if root.exists() and not root.is_dir():
-        raise UserError(f"pascal: {root} exists and is not a directory; choose another --root")
-    man_path = root / "manifest.json"
-    if man_path.is_file():
-        old = read_existing_manifest(root)
-        same = _identity(old) == _identity(wanted) and bool(old.get("views"))
-        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
-            # the same conversion: missing (with verify: damaged) files are converted again, only them
-            return reuse_or_repair(
-                root, old, _expected_files(old), verify, lambda tmp, bad: _reconvert(src, tmp, limit, bad)
-            )
-        if not overwrite:
-            raise UserError(
-                f"pascal: {root} already holds a different dataset ({man_path}); "
-                "pass --overwrite to replace it"
-            )
-    elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
-        raise UserError(
-            f"pascal: {root} is not empty and has no manifest.json; pass --overwrite to write there"
-        )
+    found = existing(
+        "pascal",
+        root,
+        # the same conversion: missing (with verify: damaged) files are converted again, only them
+        same=lambda old: _identity(old) == _identity(wanted) and bool(old.get("views")),
+        overwrite=overwrite,
+        verify=verify,
+        regenerate=lambda tmp, bad: _reconvert(src, tmp, limit, bad),
+        expected=_expected_files,
+    )
+    if found is not None:
+        return found
 
     splits = {split: _read_split(src, split, limit) for split in ("train", "val")}
     ids = list(dict.fromkeys(vid for members in splits.values() for vid in members))
     _check_files(src, ids)
 
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a crashed or killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        for name in _DATA_DIRS:
-            (tmp / name).mkdir(parents=True)
+    def write(tmp: Path) -> dict[str, Any]:
         meta = _run(_Converter(src, tmp), ids, workers, progress)
         views: dict[str, Any] = {}
         for vid in ids:
@@ -578,7 +562,7 @@ def convert(
             data = _split_bytes(members)
             (tmp / "splits" / f"{split}.txt").write_bytes(data)
             sums[f"splits/{split}.txt"] = hashlib.sha256(data).hexdigest()
-        manifest = {
+        return {
             **wanted,
             "classes": list(CLASSES),
             "num_classes": len(CLASSES),
@@ -598,10 +582,8 @@ def convert(
             "checksums": dict(sorted(sums.items())),
             "prepare_seconds": round(time.perf_counter() - start, 2),
         }
-        published = publish(tmp, root, _DATA_DIRS, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return published
+
+    return write_atomically(root, _DATA_DIRS, write)
 
 
 def prepare(

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,13 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtl3d.data.encode import npy_bytes, png_bytes
-from mtl3d.data.publish import (
-    FORMAT_VERSIONS,
-    damaged_files,
-    publish,
-    read_existing_manifest,
-    reuse_or_repair,
-)
+from mtl3d.data.prepare import FORMAT_VERSIONS, damaged_files, existing, write_atomically
 from mtl3d.errors import UserError
 
 __all__ = [
@@ -1018,31 +1009,19 @@ def prepare(
         "depth_noise": float(depth_noise),
         "image_noise": float(image_noise),
     }
-    if root.exists() and not root.is_dir():
-        raise UserError(f"synthrooms: {root} exists and is not a directory")
-    man_path = root / "manifest.json"
-    if man_path.is_file():
-        old = read_existing_manifest(root)
-        same = old.get("dataset") == "synthrooms" and old.get("generator") == params
-        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
-            return reuse_or_repair(root, old, [], verify, _regenerate(params))
-        if not overwrite:
-            raise UserError(
-                f"synthrooms: {root} already holds a different dataset; pass --overwrite to replace it"
-            )
-    elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
-        raise UserError(
-            f"synthrooms: {root} is not empty and has no manifest.json; pass --overwrite to write there"
-        )
+    found = existing(
+        "synthrooms",
+        root,
+        same=lambda old: old.get("dataset") == "synthrooms" and old.get("generator") == params,
+        overwrite=overwrite,
+        verify=verify,
+        regenerate=_regenerate(params),
+    )
+    if found is not None:
+        return found
     splits = _split_scenes(scenes, seed, val_fraction, test_fraction)
 
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a crashed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        for name in _DATA_DIRS:
-            (tmp / name).mkdir(parents=True)
+    def write(tmp: Path) -> dict[str, Any]:
         K = intrinsics(height, width)
         checksums: dict[str, str] = {}
         view_meta: dict[str, Any] = {}
@@ -1067,7 +1046,7 @@ def prepare(
         for rel, data in _split_files(splits, views).items():
             put(rel, data)
         counts = {split: len(members) * views for split, members in splits.items()}
-        manifest = {
+        return {
             "dataset": "synthrooms",
             "format_version": FORMAT_VERSION,
             "classes": list(CLASSES),
@@ -1082,10 +1061,8 @@ def prepare(
             "views": view_meta,
             "checksums": checksums,
         }
-        published = publish(tmp, root, _DATA_DIRS, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return published
+
+    return write_atomically(root, _DATA_DIRS, write)
 
 
 def verify(root: str | Path) -> list[str]:
