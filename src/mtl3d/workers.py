@@ -24,6 +24,7 @@ milliseconds instead of re-importing them in every worker.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import threading
 import weakref
@@ -38,6 +39,15 @@ T = TypeVar("T")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _open_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 _previous: dict[int, Any] = {}
+
+
+def worker_count(workers: int | None, what: str) -> int:
+    """The number of worker processes asked for: ``None`` is ``min(4, cpu_count)``, 0 is "in this process";
+    a negative number is a ``UserError`` naming ``what`` (e.g. "nyud")."""
+    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 0:
+        raise UserError(f"{what}: workers must be >= 0 (got {workers})")
+    return workers
 
 
 def start_method(preload: Sequence[str] = ()) -> mp.context.BaseContext:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import time
 from concurrent.futures import FIRST_EXCEPTION, wait
@@ -40,7 +39,7 @@ from mtl3d.data.encode import npy_bytes, png_bytes
 from mtl3d.data.prepare import FORMAT_VERSIONS, existing, write_atomically
 from mtl3d.errors import UserError, unknown_name
 from mtl3d.geometry import NYU_CX, NYU_CY, NYU_FX, NYU_FY, NYU_SIZE
-from mtl3d.workers import WorkerPool
+from mtl3d.workers import WorkerPool, worker_count
 
 __all__ = ["CLASSES", "FAR", "IGNORE", "NEAR", "SIZES", "VARIANTS", "convert", "intrinsics", "prepare"]
 
@@ -381,9 +380,7 @@ def convert(
         raise unknown_name("NYUD variant", variant, VARIANTS)
     if limit is not None and int(limit) < 1:
         raise UserError(f"nyud: limit must be >= 1 (got {limit})")
-    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-    if workers < 0:
-        raise UserError(f"nyud: workers must be >= 0 (got {workers})")
+    workers = worker_count(workers, "nyud")
     src, root = Path(src), Path(root)
     limit = None if limit is None else int(limit)
     # JSON round trip so that tuples etc. compare equal to what a manifest read back holds

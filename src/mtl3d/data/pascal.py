@@ -9,7 +9,7 @@ plain PNGs:
   (0 = background), 255 = ignore, stored as is.
 * edges: the 4-neighbour Laplacian of the 459-class Context ``LabelMap`` (OpenCV's default 3x3 aperture,
   reflect-101 border), ``!= 0``, then morphological thinning (Guo-Hall two-subiteration algorithm,
-  identical to ``skimage.morphology.thin``; see :func:`thin`).
+  identical to ``skimage.morphology.thin``; see :func:`mtl3d.geometry.thin`).
 * human_parts: PASCAL-Part person parts grouped into 6 parts + background. Images without a person of
   non-empty object mask, without any person-part pixel, or without a parts file are entirely ignore
   (255), as the MTL loaders' ignore step makes them; on person images every other pixel is background 0.
@@ -27,13 +27,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +40,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import png_bytes
+from mtl3d.data.pascal_labels import (
+    _FIX,
+    HUMAN_PARTS,
+    PART_GROUPS,
+    _normals_lut,
+    edges_from_labelmap,
+    human_parts_from_mat,
+    normals_valid_classes,
+)
 from mtl3d.data.prepare import FORMAT_VERSIONS, existing, write_atomically
 from mtl3d.errors import UserError, unknown_name
-from mtl3d.geometry import default_intrinsics, thin
-from mtl3d.workers import WorkerPool
+from mtl3d.geometry import default_intrinsics
+from mtl3d.workers import WorkerPool, worker_count
 
 __all__ = [
     "CLASSES",
@@ -65,7 +71,6 @@ VARIANTS = ("atrc", "survey")
 TOP_DIRS = {"atrc": "PASCALContext", "survey": "PASCAL_MT"}
 FORMAT_VERSION = FORMAT_VERSIONS["pascal"]
 IGNORE = 255
-PERSON = 15  # VOC / PASCAL-Part class index of 'person'
 # the 20 VOC classes and background, in label order
 CLASSES: tuple[str, ...] = (
     "background",
@@ -90,25 +95,6 @@ CLASSES: tuple[str, ...] = (
     "train",
     "tvmonitor",
 )
-HUMAN_PARTS: tuple[str, ...] = (
-    "background",
-    "head",
-    "torso",
-    "upper arm",
-    "lower arm",
-    "upper leg",
-    "lower leg",
-)
-# PASCAL-Part person part names -> group (the 6-part grouping of the MTL loaders).
-PART_GROUPS: dict[str, tuple[str, ...]] = {
-    "head": ("hair", "head", "lear", "rear", "leye", "reye", "lebrow", "rebrow", "mouth", "nose"),
-    "torso": ("torso", "neck"),
-    "upper arm": ("luarm", "ruarm"),
-    "lower arm": ("llarm", "rlarm", "lhand", "rhand"),
-    "upper leg": ("luleg", "ruleg"),
-    "lower leg": ("llleg", "rlleg", "lfoot", "rfoot"),
-}
-_PART_ID = {name: HUMAN_PARTS.index(group) for group, names in PART_GROUPS.items() for name in names}
 TASKS = ("semseg", "human_parts", "saliency", "normals", "edges")
 NEAR, FAR = 1.0, 10.0
 CAMERA = "default_intrinsics fov 60 deg (PASCAL has no calibration)"
@@ -117,127 +103,6 @@ _DATA_DIRS = ("images", "semseg", "human_parts", "edges", "normals", "saliency",
 _LABEL_DIRS = ("semseg", "human_parts", "edges", "normals", "saliency")
 # Ids become file names: refuse anything that could escape the output folders.
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_FIX = "re-extract the archive (mtl3d data download pascal)"
-
-
-# ------------------------------------------------------------------------------------------ label recipes
-def _boundary(label_map: np.ndarray) -> np.ndarray:
-    """``Laplacian(label_map) != 0`` with the 4-neighbour kernel [[0,1,0],[1,-4,1],[0,1,0]] and the
-    reflect-101 border (``dcb|abcd|cba``): OpenCV's ``Laplacian(ksize=1)`` default, which the MTL loaders use.
-    """
-    lab = np.asarray(label_map).astype(np.int64, copy=False)
-    if lab.ndim != 2:
-        raise ValueError(f"label map must be 2-D, got shape {lab.shape}")
-    # np.pad's 'reflect' does not repeat the edge pixel, i.e. it is OpenCV's BORDER_REFLECT_101; along a
-    # 1-pixel axis both reflect onto the pixel itself ('edge')
-    p = lab
-    for axis in (0, 1):
-        width = [(0, 0), (0, 0)]
-        width[axis] = (1, 1)
-        p = np.pad(p, width, mode="reflect" if lab.shape[axis] > 1 else "edge")
-    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * lab
-    return lap != 0
-
-
-def edges_from_labelmap(label_map: np.ndarray) -> np.ndarray:
-    """Boundary map (bool HxW) of a PASCAL-Context ``LabelMap``: Laplacian != 0, then thinned."""
-    return thin(_boundary(label_map))
-
-
-def _scalar(value: Any) -> Any:
-    arr = np.asarray(value).ravel()
-    if arr.size != 1:
-        raise ValueError(f"expected one value, got {arr.size}")
-    return arr[0].item() if hasattr(arr[0], "item") else arr[0]
-
-
-def _field(record: Any, name: str, path: Path) -> Any:
-    names = getattr(record, "dtype", None) is not None and record.dtype.names or ()
-    if name not in names:
-        have = ", ".join(names) or "none"
-        raise UserError(f"corrupt PASCAL-Part file {path}: no field {name!r} (has {have}); {_FIX}")
-    return record[name]
-
-
-def _struct_items(value: Any) -> list[Any]:
-    """The elements of a MATLAB struct array as loaded by scipy (empty, 0x0 or non-struct -> [])."""
-    arr = np.asarray(value)
-    if arr.size == 0 or arr.dtype.names is None:
-        return []
-    return list(arr.ravel())
-
-
-def human_parts_from_mat(path: str | Path) -> np.ndarray | None:
-    """Person-part labels (uint8 HxW, 0 = background, 1..6 = :data:`HUMAN_PARTS`) from a PASCAL-Part
-    ``anno`` file, or ``None`` where the MTL loaders ignore the whole image.
-
-    Read by field name: ``anno.objects(i).{class, class_ind, mask, parts}``,
-    ``parts(j).{part_name, mask}``. As in the loaders: an image has a person only if some object with
-    ``class_ind == 15`` has a non-empty object mask (their parts cache lists an empty-mask object as -1);
-    then the parts of every person object with parts are painted, later parts overwriting earlier ones.
-    A map without any part pixel (no person, no parts, or only empty part masks) is ``None``: the
-    loaders' ignore step turns an all-background parts map into all-ignore.
-    """
-    path = Path(path)
-    try:
-        mat = scipy.io.loadmat(path, variable_names=["anno"])
-    except FileNotFoundError:
-        raise UserError(f"missing file {path}; {_FIX}") from None
-    except Exception as e:  # scipy raises ValueError, TypeError, MatReadError, ... on garbage
-        raise UserError(f"corrupt .mat file {path} ({type(e).__name__}); {_FIX}") from None
-    if "anno" not in mat:
-        raise UserError(f"corrupt PASCAL-Part file {path}: no 'anno' struct; {_FIX}")
-    annos = _struct_items(mat["anno"])
-    if len(annos) != 1:
-        raise UserError(f"corrupt PASCAL-Part file {path}: 'anno' is not a 1x1 struct; {_FIX}")
-    target: np.ndarray | None = None
-    has_person = False
-    try:
-        for obj in _struct_items(_field(annos[0], "objects", path)):
-            if int(_scalar(_field(obj, "class_ind", path))) != PERSON:
-                continue
-            has_person = has_person or bool(np.asarray(_field(obj, "mask", path)).any())
-            parts = _struct_items(_field(obj, "parts", path))
-            if not parts:
-                continue
-            for part in parts:
-                name = str(_scalar(_field(part, "part_name", path)))
-                mask = np.asarray(_field(part, "mask", path)).astype(bool)
-                if target is None:
-                    target = np.zeros(mask.shape, np.uint8)
-                if mask.shape != target.shape:
-                    raise UserError(
-                        f"corrupt PASCAL-Part file {path}: part masks of sizes {mask.shape} and "
-                        f"{target.shape}; {_FIX}"
-                    )
-                if name not in _PART_ID:
-                    raise UserError(
-                        f"unexpected person part {name!r} in {path} (known: "
-                        f"{', '.join(sorted(_PART_ID))}); {_FIX}"
-                    )
-                target[mask] = _PART_ID[name]
-    except UserError:
-        raise
-    except (ValueError, TypeError, IndexError) as e:
-        raise UserError(f"corrupt PASCAL-Part file {path} ({type(e).__name__}: {e}); {_FIX}") from None
-    if not has_person or target is None or not target.any():
-        return None
-    return target
-
-
-@cache
-def normals_valid_classes() -> tuple[int, ...]:
-    """The 170 PASCAL-Context class ids on which the distilled normals are kept (see the JSON's 'source')."""
-    text = resources.files("mtl3d.data").joinpath("pascal_normals_classes.json").read_text()
-    return tuple(int(i) for i in json.loads(text)["ids"])
-
-
-@cache
-def _normals_lut() -> np.ndarray:
-    """LabelMap value (uint16) -> normals kept there."""
-    lut = np.zeros(1 << 16, dtype=bool)
-    lut[list(normals_valid_classes())] = True
-    return lut
 
 
 # ------------------------------------------------------------------------------------------ per-image work
@@ -514,10 +379,7 @@ def convert(
         raise unknown_name("PASCAL variant", variant, VARIANTS)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UserError(f"pascal: limit must be a positive integer or None (got {limit!r})")
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1)
-    if workers < 0:
-        raise UserError(f"pascal: workers must be >= 0 (got {workers})")
+    workers = worker_count(workers, "pascal")
     start = time.perf_counter()
     src = _resolve_source(Path(src), variant)
     root = Path(root)
