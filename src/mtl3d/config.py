@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from mtl3d.errors import UserError
+from mtl3d.io import atomic_write_text
 from mtl3d.typecheck import from_annotated_dict
 
 
@@ -346,6 +347,4 @@ def task_weight(cfg: TrainConfig, task: str) -> float:
 
 
 def save(cfg: TrainConfig, path: str | Path) -> None:
-    from mtl3d.io import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
