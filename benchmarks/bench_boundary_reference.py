@@ -21,7 +21,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from bench_boundary import PRESETS, synthetic_pair
-from mtl3d.metrics.boundary import image_counts, match_radius, thin
+from mtl3d.geometry import thin
+from mtl3d.metrics.boundary import image_counts, match_radius
 
 DEGREE = 6  # BSDS' outlier degree
 MULTIPLIER = 100  # BSDS' float-to-integer weight scale

@@ -246,8 +246,8 @@ def search_atrc(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Search ATRC's context types (Gumbel-softmax supergraph, resumable); writes OUT/genotype.json."""
+    from mtl3d.engine.search_run import search_genotype
     from mtl3d.engine.trainer import train as run_train
-    from mtl3d.models.atrc_search import search_genotype
 
     cfg = _load_config(
         config,
@@ -280,7 +280,7 @@ def search_vote(
     ],
 ) -> None:
     """Majority vote per context-pooling block over several searched genotypes (ATRC: 5 searches)."""
-    from mtl3d.models.atrc_search import vote_files
+    from mtl3d.models.atrc.search import vote_files
 
     path = vote_files(genotypes, out)
     typer.echo(f"voted genotype written to {path}")

@@ -13,15 +13,22 @@ with one behaviour:
 
 Workers ignore SIGINT (a Ctrl-C reaches the whole process group; the parent ends them) and take SIGTERM's
 default action, whatever handler the parent had when they were forked.
+
+Every pool starts its workers the same way: from a fork server where the platform has one (POSIX), else
+by spawning. Never by forking the caller: it may hold threads (torch's thread pools, CUDA, tqdm's
+monitor) that a forked child could deadlock on, the reason Python 3.14 stopped forking by default. The
+fork server imports the pool's ``preload`` modules once per process, so later pools start in
+milliseconds instead of re-importing them in every worker.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -32,6 +39,26 @@ T = TypeVar("T")
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _open_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 _previous: dict[int, Any] = {}
+
+
+def worker_count(workers: int | None, what: str) -> int:
+    """The number of worker processes asked for: ``None`` is ``min(4, cpu_count)``, 0 is "in this process";
+    a negative number is a ``UserError`` naming ``what`` (e.g. "nyud")."""
+    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 0:
+        raise UserError(f"{what}: workers must be >= 0 (got {workers})")
+    return workers
+
+
+def start_method(preload: Sequence[str] = ()) -> mp.context.BaseContext:
+    """The one way every pool starts its workers (module docstring); ``preload`` names the modules the
+    fork server imports before it forks (those holding the work, e.g. ``"mtl3d.data.nyud"``). Once the
+    fork server runs, later ``preload`` lists have no effect: workers import what they need on demand."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(preload))
+        return ctx
+    return mp.get_context("spawn")
 
 
 def _worker_init(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
@@ -67,21 +94,22 @@ def _restore_handlers() -> None:
 
 class WorkerPool:
     """A ``ProcessPoolExecutor`` with the behaviour of the module docstring. ``what`` names the work in
-    errors; ``hint`` is the way round a dead worker (e.g. "convert in this process with --workers 0")."""
+    errors; ``hint`` is the way round a dead worker (e.g. "convert in this process with --workers 0");
+    ``preload``: see :func:`start_method`."""
 
     def __init__(
         self,
         workers: int,
         what: str,
         hint: str,
-        context: mp.context.BaseContext | None = None,
+        preload: Sequence[str] = (),
         initializer: Callable[..., None] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
         self.what, self.hint = what, hint
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=context,
+            mp_context=start_method(preload),
             initializer=_worker_init,
             initargs=(initializer, initargs),
         )

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from mtl3d.models.atrc import CONTEXTS
+from mtl3d.models.atrc.contexts import CONTEXTS
 from tests.fakedata import make_fake_dataset
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

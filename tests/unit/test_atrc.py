@@ -12,17 +12,15 @@ import torch.nn.functional as F
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import AUX_KEY, create_model, split_outputs
-from mtl3d.models.atrc import (
+from mtl3d.models.atrc.contexts import (
     ContextBlock,
     global_context_attention,
     label_prototypes,
-    load_genotype,
     local_context_attention,
-    parse_genotype,
     spatial_softmax,
-    uniform_genotype,
 )
-from mtl3d.models.atrc_search import (
+from mtl3d.models.atrc.genotype import load_genotype, parse_genotype, uniform_genotype
+from mtl3d.models.atrc.search import (
     MixedContext,
     entropy,
     fix_settled,
@@ -383,7 +381,7 @@ def test_valid_mask_from_boxes_by_hand():
 
 def _probs_seen(model, monkeypatch, feats, size, **kw) -> list[torch.Tensor]:
     """The spatial probabilities the T-/S-label prototypes pool with, recorded in one decode."""
-    import mtl3d.models.atrc as atrc_module
+    import mtl3d.models.atrc.contexts as atrc_module
 
     seen: list[torch.Tensor] = []
 

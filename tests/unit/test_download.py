@@ -18,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mtl3d.data import download as D
+from mtl3d.data.download import checks, extract, transfer
 from mtl3d.errors import UserError
 from tests.httpserver import LocalHTTPServer, http_server  # noqa: F401  (http_server is a fixture)
 from tests.rawdata.archive import make_targz
@@ -32,7 +33,7 @@ def _isolated(monkeypatch):
     # The packaged sources, not a redirect from the calling shell; small chunks so a cut transfer
     # leaves bytes on disk at a known offset.
     monkeypatch.delenv(D.SOURCES_ENV, raising=False)
-    monkeypatch.setattr(D, "_HTTP_CHUNK", 1024)
+    monkeypatch.setattr(transfer, "_HTTP_CHUNK", 1024)
 
 
 def _tree(root: Path, top: str = TOP, seed: int = 0) -> Path:
@@ -398,7 +399,7 @@ def test_second_call_is_idempotent_and_cheap(tmp_path, http_server, monkeypatch)
     def no_hashing(*a, **k):
         raise AssertionError("the unchanged file was hashed again")
 
-    monkeypatch.setattr(D, "_sha256", no_hashing)
+    monkeypatch.setattr(checks, "_sha256", no_hashing)
     again = D.download_verified("nyud", None, raw, sources=sources, progress=False)
     assert len(http_server.requests) == n
     assert [(v.sha256, v.how) for v in again] == [(_sha(arc), "lock")]
@@ -497,7 +498,7 @@ BAD = {
 @pytest.fixture(params=[True, False], ids=["data-filter", "own-checks"])
 def data_filter(request, monkeypatch):
     # Python without PEP 706's filters (3.10 < 3.10.12, 3.11 < 3.11.4) relies on our own checks.
-    monkeypatch.setattr(D, "_HAS_DATA_FILTER", request.param and hasattr(tarfile, "data_filter"))
+    monkeypatch.setattr(extract, "_HAS_DATA_FILTER", request.param and hasattr(tarfile, "data_filter"))
     return request.param
 
 

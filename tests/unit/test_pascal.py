@@ -18,10 +18,10 @@ import scipy.ndimage as ndi
 from PIL import Image
 from skimage.morphology import thin as sk_thin
 
-from mtl3d.data import pascal
+from mtl3d.data import pascal, pascal_labels
 from mtl3d.data.encode import png_bytes
 from mtl3d.errors import UserError
-from mtl3d.metrics.boundary import thin
+from mtl3d.geometry import thin
 from tests.rawdata import pascal as raw
 
 N_TRAIN, N_VAL = 3, 2
@@ -174,7 +174,7 @@ def test_edges_hand_computed():
     lab = np.full((6, 8), 4, np.uint16)
     lab[:, 4:] = 9
     np.testing.assert_array_equal(
-        pascal._boundary(lab), _art("...##... ...##... ...##... ...##... ...##... ...##...")
+        pascal_labels._boundary(lab), _art("...##... ...##... ...##... ...##... ...##... ...##...")
     )
     np.testing.assert_array_equal(
         pascal.edges_from_labelmap(lab), _art("........ ...#.... ...#.... ...#.... ...#.... ...#....")
@@ -190,7 +190,7 @@ def test_edges_hand_computed():
     lab[3:8, 3:7] = 5
     lab[4:10, 10:14] = 8
     np.testing.assert_array_equal(
-        pascal._boundary(lab),
+        pascal_labels._boundary(lab),
         _art("""
         ................ ................ ...####......... ..######..####.. ..##..##.######. ..##..##.##..##.
         ..##..##.##..##. ..######.##..##. ...####..##..##. .........######. ..........####.. ................
@@ -210,14 +210,14 @@ def test_boundary_border_is_reflect101():
     # Laplacian is 1 + 1 + 3 + 3 - 4 * 2 = 0 (no boundary). Edge-duplicating ('reflect') or zero padding
     # would mark it.
     lab = np.array([[1, 2, 1], [5, 3, 5], [5, 3, 5]], np.uint16)
-    assert not pascal._boundary(lab)[0, 1]
+    assert not pascal_labels._boundary(lab)[0, 1]
     kernel = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]])
     assert ndi.convolve(lab.astype(int), kernel, mode="reflect")[0, 1] != 0
     rng = np.random.default_rng(0)
     for shape in ((1, 1), (1, 7), (6, 1), (2, 2), (9, 13)):
         lab = rng.integers(0, 3, shape)
         expected = ndi.convolve(lab, kernel, mode="mirror") != 0
-        np.testing.assert_array_equal(pascal._boundary(lab), expected, err_msg=str(shape))
+        np.testing.assert_array_equal(pascal_labels._boundary(lab), expected, err_msg=str(shape))
 
 
 def test_thin_equals_skimage():
@@ -408,7 +408,7 @@ def test_idempotent_and_overwrite(data, tmp_path):
     stamp = (root / "manifest.json").stat().st_mtime_ns
     again = pascal.convert(src, root, "atrc", workers=0, progress=False)
     assert again == man and (root / "manifest.json").stat().st_mtime_ns == stamp
-    with pytest.raises(UserError, match="already holds a different dataset"):
+    with pytest.raises(UserError, match="describes a different dataset"):
         pascal.convert(src, root, "atrc", workers=0, progress=False, limit=1)
     other = tmp_path / "other"
     shutil.copytree(root, other)

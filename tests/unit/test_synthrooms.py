@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from mtl3d.data import synthrooms as sr
+from mtl3d.data.synthrooms.scene import _place
+from mtl3d.data.synthrooms.writer import _DATA_DIRS
 from mtl3d.errors import UserError
 
 H, W = 24, 32
@@ -175,9 +177,9 @@ def test_cast_shadows():
 
 def test_quarter_turn_boxes_are_axis_aligned():
     # A part offset by (0.3, 0.2, 0) with half extents (0.5, 0.2, 0.1), turned by +90 deg about y.
-    (p,) = sr._place([(sr.BOX, (0.3, 0.2, 0.0), (0.5, 0.2, 0.1))], 2.0, 0.0, 3.0, np.pi / 2, 6)
+    (p,) = _place([(sr.BOX, (0.3, 0.2, 0.0), (0.5, 0.2, 0.1))], 2.0, 0.0, 3.0, np.pi / 2, 6)
     assert p.yaw == 0.0 and p.center == (2.0, 0.2, 2.7) and p.half == (0.1, 0.2, 0.5)
-    (q,) = sr._place([(sr.BOX, (0.3, 0.2, 0.0), (0.5, 0.2, 0.1))], 2.0, 0.0, 3.0, np.pi / 2 + 1e-6, 6)
+    (q,) = _place([(sr.BOX, (0.3, 0.2, 0.0), (0.5, 0.2, 0.1))], 2.0, 0.0, 3.0, np.pi / 2 + 1e-6, 6)
     assert q.yaw == pytest.approx(np.pi / 2 + 1e-6)
     np.testing.assert_allclose(q.center, p.center, atol=1e-6)
 
@@ -353,7 +355,7 @@ def test_prepare_existing_dataset_rules(tmp_path):
         sr.prepare(root, seed=2, **kw)
     second = sr.prepare(root, seed=2, overwrite=True, **kw)
     assert second["generator"]["seed"] == 2 and second["checksums"] != first["checksums"]
-    assert sorted(p.name for p in root.iterdir()) == sorted([*sr._DATA_DIRS, "manifest.json"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([*_DATA_DIRS, "manifest.json"])
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

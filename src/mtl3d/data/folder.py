@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from mtl3d.data.publish import check_format, mark_damaged, read_existing_manifest
+from mtl3d.data.prepare import check_format, mark_damaged, read_existing_manifest
 from mtl3d.errors import UserError
 
 _FILES = {

@@ -1,7 +1,7 @@
 """NYUD-v2 multi-task archives -> the processed layout read by :class:`mtl3d.data.folder.FolderDataset`.
 
-Two published archives hold different data and are kept apart as *variants* (notes: anchors-data-eval
-§1a, dataset-sources A1/A2):
+Two published archives hold different data and are kept apart as *variants* (``docs/datasets.md``,
+"Variants"):
 
 - ``atrc``: ATRC/InvPT ``NYUDv2/`` at 425x560 (Gupta et al.'s crop of the 640x480 frames): PNG images,
   normals PNG (``2v/255-1``), edges PNG (``v/255``).
@@ -25,11 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing
-import os
 import re
-import secrets
-import shutil
 import time
 from concurrent.futures import FIRST_EXCEPTION, wait
 from pathlib import Path
@@ -40,9 +36,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import npy_bytes, png_bytes
-from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
+from mtl3d.data.prepare import FORMAT_VERSIONS, existing, write_atomically
 from mtl3d.errors import UserError, unknown_name
-from mtl3d.workers import WorkerPool
+from mtl3d.geometry import NYU_CX, NYU_CY, NYU_FX, NYU_FY, NYU_SIZE
+from mtl3d.workers import WorkerPool, worker_count
 
 __all__ = ["CLASSES", "FAR", "IGNORE", "NEAR", "SIZES", "VARIANTS", "convert", "intrinsics", "prepare"]
 
@@ -73,11 +70,6 @@ _ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # Depth above this is not metres (the archives store metres, max ~10 m); millimetres would pass silently.
 _MAX_DEPTH = 100.0
 
-# NYU Depth v2 toolbox camera_params.m, RGB camera at 640x480 (notes B3). Taken as 0-based pixel
-# coordinates (the Bouguet calibration toolbox convention: the centre of the top-left pixel is (0, 0)), so
-# they go into K as they are. Lens distortion (k1 0.208, k2 -0.586, ...) is not modelled: the labelled
-# frames are taken to be undistorted by the toolbox (an inference, not stated by the archive authors).
-_FX, _FY, _CX, _CY = 518.8579, 519.4696, 325.5824, 253.7362
 # Gupta et al.'s crop I(46:470, 41:600), 1-based inclusive, gives the atrc 425x560 frames; its first
 # pixel is 0-based (row 45, col 40), so the principal point moves by (-40, -45).
 _CROP = {"atrc": {"rows": [46, 470], "cols": [41, 600]}, "survey": None}
@@ -94,7 +86,7 @@ def intrinsics(variant: str) -> np.ndarray:
     if variant not in VARIANTS:
         raise unknown_name("NYUD variant", variant, VARIANTS)
     dx, dy = _offset(variant)
-    return np.array([[_FX, 0.0, _CX - dx], [0.0, _FY, _CY - dy], [0.0, 0.0, 1.0]])
+    return np.array([[NYU_FX, 0.0, NYU_CX - dx], [0.0, NYU_FY, NYU_CY - dy], [0.0, 0.0, 1.0]])
 
 
 def _camera(variant: str) -> dict[str, Any]:
@@ -102,11 +94,11 @@ def _camera(variant: str) -> dict[str, Any]:
     return {
         "source": "NYU Depth v2 toolbox camera_params.m, RGB camera at 640x480",
         "convention": "0-based pixel coordinates (Bouguet calibration toolbox), OpenCV pinhole",
-        "full_size": [480, 640],
-        "fx": _FX,
-        "fy": _FY,
-        "cx": _CX,
-        "cy": _CY,
+        "full_size": list(NYU_SIZE),
+        "fx": NYU_FX,
+        "fy": NYU_FY,
+        "cx": NYU_CX,
+        "cy": NYU_CY,
         "crop": _CROP[variant],
         "offset": {"dx": dx, "dy": dy},
         "distortion": "not modelled (labelled frames assumed undistorted)",
@@ -344,13 +336,11 @@ def _run(src: Path, tmp: Path, variant: str, ids: list[str], workers: int, progr
                 sums.update(_convert_one(str(src), str(tmp), variant, vid))
                 bar.update()
             return sums
-        # spawn, not fork: the caller may hold threads (torch, tqdm's monitor) that a forked child could
-        # deadlock on (the reason Python 3.14 stopped forking by default)
         with WorkerPool(
             min(workers, len(ids)),
             "nyud conversion",
             "convert in this process with --workers 0",
-            context=multiprocessing.get_context("spawn"),
+            preload=[__name__],
         ) as pool:
             pending = {pool.submit(_convert_one, str(src), str(tmp), variant, vid) for vid in ids}
             while pending:
@@ -390,41 +380,29 @@ def convert(
         raise unknown_name("NYUD variant", variant, VARIANTS)
     if limit is not None and int(limit) < 1:
         raise UserError(f"nyud: limit must be >= 1 (got {limit})")
-    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-    if workers < 0:
-        raise UserError(f"nyud: workers must be >= 0 (got {workers})")
+    workers = worker_count(workers, "nyud")
     src, root = Path(src), Path(root)
     limit = None if limit is None else int(limit)
     # JSON round trip so that tuples etc. compare equal to what a manifest read back holds
     source = json.loads(json.dumps(source if source is not None else {"path": str(src.resolve())}))
 
-    if root.exists() and not root.is_dir():
-        raise UserError(f"nyud: {root} exists and is not a directory; choose another --root")
-    man_path = root / "manifest.json"
-    if man_path.is_file():
-        old = read_existing_manifest(root)
-        same = (
+    found = existing(
+        "nyud",
+        root,
+        # the same conversion: missing (with verify: damaged) files are converted again, only them
+        same=lambda old: (
             old.get("dataset") == "nyud"
             and old.get("variant") == variant
             and old.get("source") == source
             and old.get("limit") == limit
             and bool(old.get("checksums"))
-        )
-        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
-            # the same conversion: missing (with verify: damaged) files are converted again, only them
-            return reuse_or_repair(
-                root, old, [], verify, lambda tmp, bad: _reconvert(src, tmp, variant, limit, bad)
-            )
-        if not overwrite:
-            what = f"{old.get('dataset', '?')} {old.get('variant', '')}".strip()
-            raise UserError(
-                f"nyud: {man_path} describes a different dataset ({what}, limit={old.get('limit')}); "
-                "pass --overwrite to replace it"
-            )
-    elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
-        raise UserError(
-            f"nyud: {root} is not empty and has no manifest.json; pass --overwrite to write there"
-        )
+        ),
+        overwrite=overwrite,
+        verify=verify,
+        regenerate=lambda tmp, bad: _reconvert(src, tmp, variant, limit, bad),
+    )
+    if found is not None:
+        return found
 
     if not src.is_dir():
         raise UserError(
@@ -434,13 +412,7 @@ def convert(
     ids = list(dict.fromkeys(vid for split in _SPLITS for vid in splits[split]))  # unique, in order
     _check_source(src, variant, ids)
 
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        for name in _DATA_DIRS:
-            (tmp / name).mkdir(parents=True)
+    def write(tmp: Path) -> dict[str, Any]:
         sums = _run(src, tmp, variant, ids, workers, progress)
         for split in _SPLITS:
             data = "".join(vid + "\n" for vid in splits[split]).encode()
@@ -448,7 +420,7 @@ def convert(
             sums[f"splits/{split}.txt"] = hashlib.sha256(data).hexdigest()
         h, w = SIZES[variant]
         K = intrinsics(variant).tolist()
-        manifest = {
+        return {
             "dataset": "nyud",
             "variant": variant,
             "format_version": FORMAT_VERSION,
@@ -468,10 +440,8 @@ def convert(
             "checksums": dict(sorted(sums.items())),
             "prepare_seconds": round(time.perf_counter() - t0, 3),
         }
-        published = publish(tmp, root, _DATA_DIRS, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return published
+
+    return write_atomically(root, _DATA_DIRS, write)
 
 
 def prepare(

@@ -1,6 +1,6 @@
 """PASCAL-Context multi-task data (PASCAL_MT / PASCALContext archives) -> the processed layout.
 
-Both published archives share one layout (``notes/anchors-data-eval.md`` §1b); only the top folder
+Both published archives share one layout (``docs/datasets.md``); only the top folder
 differs: ``atrc`` = ``PASCALContext/`` (ATRC / InvPT), ``survey`` = ``PASCAL_MT/`` (ASTMT / MTL survey).
 The labels are decoded the way the public MTL loaders decode them at load time, once, so training reads
 plain PNGs:
@@ -9,7 +9,7 @@ plain PNGs:
   (0 = background), 255 = ignore, stored as is.
 * edges: the 4-neighbour Laplacian of the 459-class Context ``LabelMap`` (OpenCV's default 3x3 aperture,
   reflect-101 border), ``!= 0``, then morphological thinning (Guo-Hall two-subiteration algorithm,
-  identical to ``skimage.morphology.thin``; see :func:`thin`).
+  identical to ``skimage.morphology.thin``; see :func:`mtl3d.geometry.thin`).
 * human_parts: PASCAL-Part person parts grouped into 6 parts + background. Images without a person of
   non-empty object mask, without any person-part pixel, or without a parts file are entirely ignore
   (255), as the MTL loaders' ignore step makes them; on person images every other pixel is background 0.
@@ -17,9 +17,9 @@ plain PNGs:
   (``pascal_normals_classes.json``, 170 classes); elsewhere (0, 0, 0), which readers treat as invalid.
 * saliency: the distilled PNG, ``v / 255 > 0.5``.
 
-PASCAL has no calibration and no depth: every view gets :func:`~mtl3d.regularizer.rays.default_intrinsics`
-(60 degree horizontal field of view), and ``near``/``far`` are only the regularizer's rendering range in
-arbitrary units.
+PASCAL has no calibration and no depth: every view gets :func:`~mtl3d.geometry.default_intrinsics`
+(60 degree horizontal field of view, stored as float32 values), and ``near``/``far`` are only the
+regularizer's rendering range in arbitrary units.
 """
 
 from __future__ import annotations
@@ -27,15 +27,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +40,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from mtl3d.data.encode import png_bytes
-from mtl3d.data.publish import FORMAT_VERSIONS, publish, read_existing_manifest, reuse_or_repair
+from mtl3d.data.pascal_labels import (
+    _FIX,
+    HUMAN_PARTS,
+    PART_GROUPS,
+    _normals_lut,
+    edges_from_labelmap,
+    human_parts_from_mat,
+    normals_valid_classes,
+)
+from mtl3d.data.prepare import FORMAT_VERSIONS, existing, write_atomically
 from mtl3d.errors import UserError, unknown_name
-from mtl3d.metrics.boundary import thin
-from mtl3d.workers import WorkerPool
+from mtl3d.geometry import default_intrinsics
+from mtl3d.workers import WorkerPool, worker_count
 
 __all__ = [
     "CLASSES",
@@ -67,7 +71,6 @@ VARIANTS = ("atrc", "survey")
 TOP_DIRS = {"atrc": "PASCALContext", "survey": "PASCAL_MT"}
 FORMAT_VERSION = FORMAT_VERSIONS["pascal"]
 IGNORE = 255
-PERSON = 15  # VOC / PASCAL-Part class index of 'person'
 # the 20 VOC classes and background, in label order
 CLASSES: tuple[str, ...] = (
     "background",
@@ -92,25 +95,6 @@ CLASSES: tuple[str, ...] = (
     "train",
     "tvmonitor",
 )
-HUMAN_PARTS: tuple[str, ...] = (
-    "background",
-    "head",
-    "torso",
-    "upper arm",
-    "lower arm",
-    "upper leg",
-    "lower leg",
-)
-# PASCAL-Part person part names -> group (the 6-part grouping of the MTL loaders).
-PART_GROUPS: dict[str, tuple[str, ...]] = {
-    "head": ("hair", "head", "lear", "rear", "leye", "reye", "lebrow", "rebrow", "mouth", "nose"),
-    "torso": ("torso", "neck"),
-    "upper arm": ("luarm", "ruarm"),
-    "lower arm": ("llarm", "rlarm", "lhand", "rhand"),
-    "upper leg": ("luleg", "ruleg"),
-    "lower leg": ("llleg", "rlleg", "lfoot", "rfoot"),
-}
-_PART_ID = {name: HUMAN_PARTS.index(group) for group, names in PART_GROUPS.items() for name in names}
 TASKS = ("semseg", "human_parts", "saliency", "normals", "edges")
 NEAR, FAR = 1.0, 10.0
 CAMERA = "default_intrinsics fov 60 deg (PASCAL has no calibration)"
@@ -119,127 +103,6 @@ _DATA_DIRS = ("images", "semseg", "human_parts", "edges", "normals", "saliency",
 _LABEL_DIRS = ("semseg", "human_parts", "edges", "normals", "saliency")
 # Ids become file names: refuse anything that could escape the output folders.
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_FIX = "re-extract the archive (mtl3d data download pascal)"
-
-
-# ------------------------------------------------------------------------------------------ label recipes
-def _boundary(label_map: np.ndarray) -> np.ndarray:
-    """``Laplacian(label_map) != 0`` with the 4-neighbour kernel [[0,1,0],[1,-4,1],[0,1,0]] and the
-    reflect-101 border (``dcb|abcd|cba``): OpenCV's ``Laplacian(ksize=1)`` default, which the MTL loaders use.
-    """
-    lab = np.asarray(label_map).astype(np.int64, copy=False)
-    if lab.ndim != 2:
-        raise ValueError(f"label map must be 2-D, got shape {lab.shape}")
-    # np.pad's 'reflect' does not repeat the edge pixel, i.e. it is OpenCV's BORDER_REFLECT_101; along a
-    # 1-pixel axis both reflect onto the pixel itself ('edge')
-    p = lab
-    for axis in (0, 1):
-        width = [(0, 0), (0, 0)]
-        width[axis] = (1, 1)
-        p = np.pad(p, width, mode="reflect" if lab.shape[axis] > 1 else "edge")
-    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * lab
-    return lap != 0
-
-
-def edges_from_labelmap(label_map: np.ndarray) -> np.ndarray:
-    """Boundary map (bool HxW) of a PASCAL-Context ``LabelMap``: Laplacian != 0, then thinned."""
-    return thin(_boundary(label_map))
-
-
-def _scalar(value: Any) -> Any:
-    arr = np.asarray(value).ravel()
-    if arr.size != 1:
-        raise ValueError(f"expected one value, got {arr.size}")
-    return arr[0].item() if hasattr(arr[0], "item") else arr[0]
-
-
-def _field(record: Any, name: str, path: Path) -> Any:
-    names = getattr(record, "dtype", None) is not None and record.dtype.names or ()
-    if name not in names:
-        have = ", ".join(names) or "none"
-        raise UserError(f"corrupt PASCAL-Part file {path}: no field {name!r} (has {have}); {_FIX}")
-    return record[name]
-
-
-def _struct_items(value: Any) -> list[Any]:
-    """The elements of a MATLAB struct array as loaded by scipy (empty, 0x0 or non-struct -> [])."""
-    arr = np.asarray(value)
-    if arr.size == 0 or arr.dtype.names is None:
-        return []
-    return list(arr.ravel())
-
-
-def human_parts_from_mat(path: str | Path) -> np.ndarray | None:
-    """Person-part labels (uint8 HxW, 0 = background, 1..6 = :data:`HUMAN_PARTS`) from a PASCAL-Part
-    ``anno`` file, or ``None`` where the MTL loaders ignore the whole image.
-
-    Read by field name: ``anno.objects(i).{class, class_ind, mask, parts}``,
-    ``parts(j).{part_name, mask}``. As in the loaders: an image has a person only if some object with
-    ``class_ind == 15`` has a non-empty object mask (their parts cache lists an empty-mask object as -1);
-    then the parts of every person object with parts are painted, later parts overwriting earlier ones.
-    A map without any part pixel (no person, no parts, or only empty part masks) is ``None``: the
-    loaders' ignore step turns an all-background parts map into all-ignore.
-    """
-    path = Path(path)
-    try:
-        mat = scipy.io.loadmat(path, variable_names=["anno"])
-    except FileNotFoundError:
-        raise UserError(f"missing file {path}; {_FIX}") from None
-    except Exception as e:  # scipy raises ValueError, TypeError, MatReadError, ... on garbage
-        raise UserError(f"corrupt .mat file {path} ({type(e).__name__}); {_FIX}") from None
-    if "anno" not in mat:
-        raise UserError(f"corrupt PASCAL-Part file {path}: no 'anno' struct; {_FIX}")
-    annos = _struct_items(mat["anno"])
-    if len(annos) != 1:
-        raise UserError(f"corrupt PASCAL-Part file {path}: 'anno' is not a 1x1 struct; {_FIX}")
-    target: np.ndarray | None = None
-    has_person = False
-    try:
-        for obj in _struct_items(_field(annos[0], "objects", path)):
-            if int(_scalar(_field(obj, "class_ind", path))) != PERSON:
-                continue
-            has_person = has_person or bool(np.asarray(_field(obj, "mask", path)).any())
-            parts = _struct_items(_field(obj, "parts", path))
-            if not parts:
-                continue
-            for part in parts:
-                name = str(_scalar(_field(part, "part_name", path)))
-                mask = np.asarray(_field(part, "mask", path)).astype(bool)
-                if target is None:
-                    target = np.zeros(mask.shape, np.uint8)
-                if mask.shape != target.shape:
-                    raise UserError(
-                        f"corrupt PASCAL-Part file {path}: part masks of sizes {mask.shape} and "
-                        f"{target.shape}; {_FIX}"
-                    )
-                if name not in _PART_ID:
-                    raise UserError(
-                        f"unexpected person part {name!r} in {path} (known: "
-                        f"{', '.join(sorted(_PART_ID))}); {_FIX}"
-                    )
-                target[mask] = _PART_ID[name]
-    except UserError:
-        raise
-    except (ValueError, TypeError, IndexError) as e:
-        raise UserError(f"corrupt PASCAL-Part file {path} ({type(e).__name__}: {e}); {_FIX}") from None
-    if not has_person or target is None or not target.any():
-        return None
-    return target
-
-
-@cache
-def normals_valid_classes() -> tuple[int, ...]:
-    """The 170 PASCAL-Context class ids on which the distilled normals are kept (see the JSON's 'source')."""
-    text = resources.files("mtl3d.data").joinpath("pascal_normals_classes.json").read_text()
-    return tuple(int(i) for i in json.loads(text)["ids"])
-
-
-@cache
-def _normals_lut() -> np.ndarray:
-    """LabelMap value (uint16) -> normals kept there."""
-    lut = np.zeros(1 << 16, dtype=bool)
-    lut[list(normals_valid_classes())] = True
-    return lut
 
 
 # ------------------------------------------------------------------------------------------ per-image work
@@ -477,7 +340,9 @@ def _run(
                 views[key] = meta
                 bar.update()
             return views
-        with WorkerPool(workers, "pascal conversion", "convert in this process with --workers 0") as pool:
+        with WorkerPool(
+            workers, "pascal conversion", "convert in this process with --workers 0", preload=[__name__]
+        ) as pool:
             # chunks amortise the inter-process round trips (~50 ms of work per image)
             for key, meta in pool.map(convert_one, ids, chunksize=max(1, min(16, len(ids) // (4 * workers)))):
                 views[key] = meta
@@ -514,10 +379,7 @@ def convert(
         raise unknown_name("PASCAL variant", variant, VARIANTS)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UserError(f"pascal: limit must be a positive integer or None (got {limit!r})")
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1)
-    if workers < 0:
-        raise UserError(f"pascal: workers must be >= 0 (got {workers})")
+    workers = worker_count(workers, "pascal")
     start = time.perf_counter()
     src = _resolve_source(Path(src), variant)
     root = Path(root)
@@ -530,48 +392,31 @@ def convert(
         "source": json.loads(json.dumps(source)),
     }
 
-    if root.exists() and not root.is_dir():
-        raise UserError(f"pascal: {root} exists and is not a directory; choose another --root")
-    man_path = root / "manifest.json"
-    if man_path.is_file():
-        old = read_existing_manifest(root)
-        same = _identity(old) == _identity(wanted) and bool(old.get("views"))
-        if same and (not overwrite or old.get("format_version") == FORMAT_VERSION):
-            # the same conversion: missing (with verify: damaged) files are converted again, only them
-            return reuse_or_repair(
-                root, old, _expected_files(old), verify, lambda tmp, bad: _reconvert(src, tmp, limit, bad)
-            )
-        if not overwrite:
-            raise UserError(
-                f"pascal: {root} already holds a different dataset ({man_path}); "
-                "pass --overwrite to replace it"
-            )
-    elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
-        raise UserError(
-            f"pascal: {root} is not empty and has no manifest.json; pass --overwrite to write there"
-        )
+    found = existing(
+        "pascal",
+        root,
+        # the same conversion: missing (with verify: damaged) files are converted again, only them
+        same=lambda old: _identity(old) == _identity(wanted) and bool(old.get("views")),
+        overwrite=overwrite,
+        verify=verify,
+        regenerate=lambda tmp, bad: _reconvert(src, tmp, limit, bad),
+        expected=_expected_files,
+    )
+    if found is not None:
+        return found
 
     splits = {split: _read_split(src, split, limit) for split in ("train", "val")}
     ids = list(dict.fromkeys(vid for members in splits.values() for vid in members))
     _check_files(src, ids)
 
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a crashed or killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        for name in _DATA_DIRS:
-            (tmp / name).mkdir(parents=True)
+    def write(tmp: Path) -> dict[str, Any]:
         meta = _run(_Converter(src, tmp), ids, workers, progress)
-        # imported after the pool has forked its workers, which never need torch
-        from mtl3d.regularizer.rays import default_intrinsics
-
         views: dict[str, Any] = {}
         for vid in ids:
             h, w = meta[vid]["size"]
             views[vid] = {
                 "size": [h, w],
-                "K": default_intrinsics(h, w).tolist(),
+                "K": default_intrinsics(h, w).astype(np.float32).tolist(),
                 "has_person": meta[vid]["has_person"],
             }
         sums = {rel: digest for vid in ids for rel, digest in meta[vid]["checksums"].items()}
@@ -579,7 +424,7 @@ def convert(
             data = _split_bytes(members)
             (tmp / "splits" / f"{split}.txt").write_bytes(data)
             sums[f"splits/{split}.txt"] = hashlib.sha256(data).hexdigest()
-        manifest = {
+        return {
             **wanted,
             "classes": list(CLASSES),
             "num_classes": len(CLASSES),
@@ -599,10 +444,8 @@ def convert(
             "checksums": dict(sorted(sums.items())),
             "prepare_seconds": round(time.perf_counter() - start, 2),
         }
-        published = publish(tmp, root, _DATA_DIRS, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return published
+
+    return write_atomically(root, _DATA_DIRS, write)
 
 
 def prepare(

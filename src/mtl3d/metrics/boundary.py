@@ -5,7 +5,7 @@ NYUD/PASCAL odsF numbers of ATRC, InvPT and the MTL survey):
 
 1. binarise the prediction: ``pred >= t`` (thresholds ``k/(K+1)``, k = 1..K; K = 99 gives 0.01..0.99);
 2. thin it to one-pixel-wide curves (Guo & Hall two-subiteration thinning = MATLAB
-   ``bwmorph(.., 'thin', inf)`` = ``skimage.morphology.thin``; re-implemented here on the active
+   ``bwmorph(.., 'thin', inf)`` = ``skimage.morphology.thin``; :func:`mtl3d.geometry.thin` works on the active
    border pixels only, which makes it tens of times faster on blurry predictions);
 3. match predicted boundary pixels to ground-truth boundary pixels: a pair may match when the squared
    distance between pixel centres is ``<= r * r`` with ``r = max_dist * sqrt(H**2 + W**2)``, no slack,
@@ -53,7 +53,6 @@ steps of one protocol, and reading them in order is how they are checked against
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 from collections import deque
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future
@@ -64,87 +63,9 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import maximum_flow
 from tqdm import tqdm
 
+from mtl3d.geometry import thin
 from mtl3d.metrics.pooling import first_row, index_weights, select, weighted_sum
 from mtl3d.workers import WorkerPool
-
-# Neighbour order x1..x8 of Guo & Hall (1989): E, NE, N, NW, W, SW, S, SE; bit k of the code is x_{k+1}
-# (the same bit layout as skimage's correlation mask, so the lookup tables are interchangeable).
-_NEIGHBOURS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))
-
-
-def _guo_hall_lut(first_subiteration: bool) -> np.ndarray:
-    """Deletion lookup table (256 neighbourhood codes) for one Guo-Hall subiteration (algorithm A1)."""
-    lut = np.zeros(256, dtype=bool)
-    for code in range(256):
-        x = [(code >> k) & 1 for k in range(8)]  # x[0] = x1 ... x[7] = x8
-        # G1: exactly one 8-connected foreground run around the pixel (crossing number X_H = 1).
-        x_h = sum(1 for i in range(4) if x[2 * i] == 0 and (x[2 * i + 1] or x[(2 * i + 2) % 8]))
-        # G2: 2 <= min(N1, N2) <= 3 (keeps end points, removes only border pixels).
-        n1 = sum(1 for k in range(4) if x[2 * k] or x[2 * k + 1])
-        n2 = sum(1 for k in range(4) if x[2 * k + 1] or x[(2 * k + 2) % 8])
-        g2 = 2 <= min(n1, n2) <= 3
-        # G3 / G3': delete from the south-east border first, then from the north-west border.
-        if first_subiteration:
-            g3 = not ((x[1] or x[2] or not x[7]) and x[0])
-        else:
-            g3 = not ((x[5] or x[6] or not x[3]) and x[4])
-        lut[code] = x_h == 1 and g2 and g3
-    lut.setflags(write=False)
-    return lut
-
-
-_LUT1 = _guo_hall_lut(True)
-_LUT2 = _guo_hall_lut(False)
-_STABLE = ~(_LUT1 | _LUT2)  # codes that neither subiteration deletes
-_STABLE.setflags(write=False)
-
-
-def thin(mask: np.ndarray) -> np.ndarray:
-    """Thin a binary image to one-pixel-wide curves (identical output to ``skimage.morphology.thin``).
-
-    Parallel two-subiteration algorithm (Guo & Hall 1989, algorithm A1 of Lam et al. 1992, which is
-    MATLAB's ``bwmorph(bw, 'thin', inf)``). Each subiteration decides on the neighbourhoods *before* it
-    deletes anything, exactly like the full-image version; only pixels whose neighbourhood could allow
-    a deletion are examined, so the cost scales with the border length, not the image area.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"thin expects a 2-D mask, got shape {mask.shape}")
-    h, w = mask.shape
-    wp = w + 2
-    img = np.zeros((h + 2, wp), dtype=np.uint8)
-    img[1:-1, 1:-1] = mask
-    flat = img.ravel()
-    offsets = np.array([dy * wp + dx for dy, dx in _NEIGHBOURS], dtype=np.int64)
-    weights = (1 << np.arange(8)).astype(np.int64)
-
-    cand = np.flatnonzero(flat)
-    slot = np.zeros(flat.size, dtype=np.int64)  # scratch for O(n) de-duplication of candidates
-    luts = (_LUT1, _LUT2)
-    idle = 0  # consecutive subiterations without a deletion
-    sub = 0
-    while cand.size and idle < 2:
-        codes = flat[cand[:, None] + offsets] @ weights
-        delete = luts[sub % 2][codes]
-        gone = cand[delete]
-        keep = cand[~delete]
-        # A survivor stays a candidate only if some subiteration could still delete it as it is now;
-        # pixels whose neighbourhood changes are re-added below as neighbours of deleted pixels.
-        keep = keep[~_STABLE[codes[~delete]]]
-        if gone.size:
-            flat[gone] = 0
-            nb = (gone[:, None] + offsets).ravel()
-            nb = nb[flat[nb] == 1]
-            both = np.concatenate([keep, nb])
-            order = np.arange(both.size)
-            slot[both] = order
-            cand = both[slot[both] == order]
-            idle = 0
-        else:
-            cand = keep
-            idle += 1
-        sub += 1
-    return img[1:-1, 1:-1].astype(bool)
 
 
 def match_radius(h: int, w: int, max_dist: float) -> float:
@@ -429,7 +350,7 @@ class BoundaryMetric:
                     self.workers,
                     "boundary scoring",
                     "score in this process: boundary_workers=0",
-                    _pool_context(),
+                    preload=[__name__],
                 )
             self._pending.append(
                 self._pool.submit(
@@ -523,17 +444,6 @@ class BoundaryMetric:
 
 
 _KEYS = ("odsF", "oisF", "AP", "AP_seism", "ods_threshold", "ods_recall", "ods_precision")
-
-
-def _pool_context() -> mp.context.BaseContext:
-    """Not fork: the parent runs torch (thread pools, maybe CUDA), which a forked child does not survive.
-    The fork server (POSIX) imports this module once per evaluating process, so later pools start in
-    milliseconds rather than re-importing torch in every worker as spawn (the fallback) does."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return mp.get_context("spawn")
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray, keep_float32: bool = False) -> np.ndarray:

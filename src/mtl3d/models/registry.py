@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mtl3d.errors import UserError, unknown_name
+from mtl3d.typecheck import check_value
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 # Modules that register models on import; a new model adds its module here.
@@ -76,8 +77,6 @@ def model_options(name: str) -> dict[str, inspect.Parameter]:
 
 def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate ``options`` against the model's constructor: names and types (ints promoted to float)."""
-    from mtl3d.config import _check_value
-
     valid = model_options(name)
     hints = typing.get_type_hints(_MODELS[name].__init__)
     out = {}
@@ -86,7 +85,7 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
             raise UserError(
                 f"model {name!r} has no option {k!r}; valid: {', '.join(sorted(valid)) or '(none)'}"
             )
-        out[k] = _check_value(f"model.options.{k}", hints[k], v) if k in hints else v
+        out[k] = check_value(f"model.options.{k}", hints[k], v) if k in hints else v
     return out
 
 

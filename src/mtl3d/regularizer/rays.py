@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mtl3d import geometry
 from mtl3d.errors import UserError, unknown_name
 
 CAMERAS = ("pinhole", "ortho")
@@ -42,10 +43,7 @@ def default_intrinsics(
     Square pixels (fy = fx = (W/2)/tan(fov/2)), no skew, principal point at the image centre
     ((W−1)/2, (H−1)/2) under the OpenCV pixel-centre convention.
     """
-    if not 0.0 < fov_deg < 180.0:
-        raise UserError(f"field of view must be in (0, 180) degrees, got {fov_deg}")
-    f = (W / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
-    return torch.tensor([[f, 0.0, (W - 1) / 2.0], [0.0, f, (H - 1) / 2.0], [0.0, 0.0, 1.0]], dtype=dtype)
+    return torch.tensor(geometry.default_intrinsics(H, W, fov_deg).tolist(), dtype=dtype)
 
 
 def render_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:

@@ -1,7 +1,13 @@
-"""Writing a processed dataset atomically, shared by every dataset's ``prepare``.
+"""Preparing a processed dataset: one idempotent, atomic step that every dataset's ``prepare`` runs.
 
-Files are written into ``ROOT/.tmp-*`` first; :func:`publish` then removes the previous dataset
-(manifest first, so a crash never looks complete) and moves the new folders into place, manifest last.
+1. :func:`existing`: a dataset already in ``ROOT`` that was made the way it is asked for is returned as
+   it is, once its missing files (with ``verify``, or after a reader noted damage: also those whose
+   checksum differs from the manifest) are written again, only them; data in an older format is
+   refused with the command that rewrites it; anything else in ``ROOT`` is replaced only with
+   ``overwrite``.
+2. :func:`write_atomically`: the files are written into ``ROOT/.tmp-*`` (removing what a killed run
+   left there), then :func:`publish` removes the previous dataset (manifest first, so a crash never
+   looks complete) and moves the new folders into place, manifest last.
 """
 
 from __future__ import annotations
@@ -174,3 +180,67 @@ def reuse_or_repair(
     check_format(manifest, root)
     bad = damaged_files(root, manifest, expected, verify)
     return repair(root, manifest, bad, regenerate) if bad else manifest
+
+
+# ------------------------------------------------------------------------------------------ the one step
+def describe(manifest: dict[str, Any]) -> str:
+    """What a manifest holds, for the message that refuses to replace it."""
+    what = " ".join(str(manifest[k]) for k in ("dataset", "variant") if manifest.get(k)) or "unknown"
+    if "limit" in manifest:
+        what += f", limit={manifest['limit']}"
+    gen = manifest.get("generator")
+    if isinstance(gen, dict):
+        what += ", " + ", ".join(f"{k}={v}" for k, v in gen.items())
+    return what
+
+
+def existing(
+    name: str,
+    root: Path,
+    *,
+    same: Callable[[dict[str, Any]], bool],
+    overwrite: bool,
+    verify: bool,
+    regenerate: Callable[[Path, list[str]], None],
+    expected: Callable[[dict[str, Any]], Iterable[str]] = lambda manifest: (),
+) -> dict[str, Any] | None:
+    """The dataset already in ``root`` if ``same(manifest)`` says it was made as asked (repaired where
+    files are missing or damaged: see :func:`reuse_or_repair`, with ``expected(manifest)`` the files it
+    must hold beside its checksums); ``None`` when a new one is to be written. A different dataset, or a
+    non-empty folder without a manifest, is an error unless ``overwrite``; with ``overwrite``, the same
+    dataset in an older format is rewritten."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{name}: {root} exists and is not a directory; choose another --root")
+    man_path = root / "manifest.json"
+    if man_path.is_file():
+        old = read_existing_manifest(root)
+        if same(old) and (not overwrite or old.get("format_version") == FORMAT_VERSIONS.get(name)):
+            return reuse_or_repair(root, old, expected(old), verify, regenerate)
+        if not overwrite:
+            raise UserError(
+                f"{name}: {man_path} describes a different dataset ({describe(old)}); "
+                "pass --overwrite to replace it"
+            )
+    elif root.is_dir() and any(not p.name.startswith(".tmp-") for p in root.iterdir()) and not overwrite:
+        raise UserError(
+            f"{name}: {root} is not empty and has no manifest.json; pass --overwrite to write there"
+        )
+    return None
+
+
+def write_atomically(
+    root: Path, data_dirs: Sequence[str], write: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """``write(tmp)`` fills the folders ``data_dirs`` (already made) under a fresh ``root/.tmp-*`` and
+    returns the manifest; they are then published into ``root`` (:func:`publish`). Returns the manifest
+    as a reader will see it. Whatever happens, no temporary folder is left behind."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # left by a crashed or killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        for name in data_dirs:
+            (tmp / name).mkdir(parents=True)
+        return publish(tmp, root, data_dirs, write(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
