@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from mtl3d._version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(source: str | Path, **kwargs: Any) -> Any:

@@ -53,7 +53,7 @@ def lock_mismatches(pins: dict[str, str]) -> list[tuple[str, str, str | None]]:
 def collect(lock: str | Path | None = None) -> dict[str, Any]:
     import torch
 
-    from mtl3d import __version__
+    from mtl3d._version import __version__
 
     info: dict[str, Any] = {
         "mtl3d": __version__,

@@ -188,7 +188,7 @@ def code_version() -> str:
     the package version."""
     import subprocess
 
-    from mtl3d import __version__
+    from mtl3d._version import __version__
 
     here = Path(__file__).resolve().parents[1]  # the mtl3d package
     try:

@@ -128,7 +128,7 @@ def describe_run(run_dir: str | Path, data_root: str | Path | None = None) -> tu
     manifest (``data_root``, default the run's ``data.root``); metrics from the run's ``metrics.json``
     when it has been evaluated.
     """
-    from mtl3d import __version__
+    from mtl3d._version import __version__
 
     run_dir = Path(run_dir)
     cfg, ckpt = load_run(run_dir)
