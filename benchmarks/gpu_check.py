@@ -209,8 +209,8 @@ def time_family(
     f: Family, data_root: str, reg: bool, amp: bool, compile_: bool, device: str = "cuda", backend: Any = None
 ) -> dict[str, Any]:
     from mtl3d.engine.emulate import CpuBf16Gaps
-    from mtl3d.engine.evaluator import infer
     from mtl3d.engine.fastpath import FastPath
+    from mtl3d.engine.inference import infer
     from mtl3d.engine.trainer import Run, StepSampler, loss_values
 
     row: dict[str, Any] = {

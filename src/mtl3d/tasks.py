@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mtl3d.errors import unknown_name
+
+if TYPE_CHECKING:  # torch and numpy load only when a prediction is post-processed
+    import numpy as np
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,12 @@ class TaskSpec:
     lower_is_better: bool
     label_dtype: str = "float32"
     loss_options: tuple[str, ...] = field(default=())
+    # -- post-processing: a head's output -> what the metrics, the figures and `predict` read ----------
+    # "sigmoid": probabilities; "unit": unit vectors along the channels; "none": as is (class scores,
+    # whose argmax the metric takes; depth)
+    activation: str = "none"
+    # a saved prediction map of a non-classification task (classification ones: uint8 label maps)
+    saved_dtype: str = "float16"
 
     def out_channels(self, num_classes: int | None = None) -> int:
         if self.kind == "classification":
@@ -33,10 +44,33 @@ class TaskSpec:
             return num_classes
         return self.channels
 
+    def postprocess(self, logits: Tensor) -> Tensor:
+        """A head's output [B, C, H, W] -> the prediction, in float32 (see ``activation``)."""
+        import torch.nn.functional as F
+
+        x = logits.float()
+        if self.activation == "sigmoid":
+            return x.sigmoid()
+        if self.activation == "unit":
+            return F.normalize(x, dim=1)
+        return x
+
+    def compact(self, pred: Tensor) -> np.ndarray:
+        """One post-processed prediction [C, H, W] as a saved file holds it: class scores -> label map
+        (uint8), anything else in ``saved_dtype``."""
+        import numpy as np
+        import torch
+
+        if self.kind == "classification":
+            return pred.argmax(0).to(torch.uint8).cpu().numpy()
+        return pred.cpu().numpy().astype(np.dtype(self.saved_dtype))
+
 
 TASKS: dict[str, TaskSpec] = {
     "semseg": TaskSpec("semseg", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"),
-    "depth": TaskSpec("depth", "regression", 1, 0.0, "l1", "rmse", True, loss_options=("l1", "berhu")),
+    "depth": TaskSpec(
+        "depth", "regression", 1, 0.0, "l1", "rmse", True, loss_options=("l1", "berhu"), saved_dtype="float32"
+    ),
     "normals": TaskSpec(
         "normals",
         "regression",
@@ -46,8 +80,9 @@ TASKS: dict[str, TaskSpec] = {
         "mean",
         True,
         loss_options=("l1_normalized", "cosine"),
+        activation="unit",
     ),
-    "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", False),
+    "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", False, activation="sigmoid"),
     # PASCAL-Context tasks.
     "human_parts": TaskSpec(
         "human_parts", "classification", 0, 255, "ce", "mIoU", False, label_dtype="int64"
@@ -55,7 +90,7 @@ TASKS: dict[str, TaskSpec] = {
     # Δm on saliency uses the survey's image-averaged mIoU, as the only published Δm code (the MTL
     # survey's) does; InvPT/ATRC/the 3D-aware paper report maxF (β² = 0.3, pooled: `maxF_invpt`) but
     # compute no Δm (notes: anchors-data-eval §2). Both maxF protocols stay in every metrics.json.
-    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "mIoU", False),
+    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "mIoU", False, activation="sigmoid"),
 }
 
 

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ from mtl3d.engine.checkpoint import (
 )
 from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed, rank_seed
 from mtl3d.engine.fastpath import FastPath
+from mtl3d.engine.rundir import RunDir
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import build_model, decode_inputs, split_outputs
+from mtl3d.models.base import TrainingHooks
 from mtl3d.tasks import classes_for, get_task
 
 # Keys that may differ when re-running a command on an existing run dir (they do not change
@@ -152,16 +154,20 @@ def is_backbone_param(name: str) -> bool:
 
 
 def build_optimizer(
-    o: C.OptimConfig, model: nn.Module, branch: nn.Module | None, fused: bool = False
+    o: C.OptimConfig,
+    model: nn.Module,
+    branch: nn.Module | None,
+    fused: bool = False,
+    exclude: Sequence[nn.Parameter] = (),
 ) -> torch.optim.Optimizer:
     """Two parameter groups: heads/decoders/branch at ``lr`` (group 0), the encoder at ``backbone_lr``.
 
-    A search model's architecture parameters are left out: they get their own optimiser. ``fused``:
-    one kernel launch for every parameter (the CUDA path); off, torch's defaults, which keep the CPU
-    numbers (and the bit-exact resume tests) as they are.
+    ``exclude``: parameters left out, which the model's training hooks optimise themselves (a search's
+    architecture parameters). ``fused``: one kernel launch for every parameter (the CUDA path); off,
+    torch's defaults, which keep the CPU numbers (and the bit-exact resume tests) as they are.
     """
-    arch = {id(p) for p in getattr(model, "arch_parameters", list)()}
-    named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch]
+    skip = {id(p) for p in exclude}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) not in skip]
     heads = [p for n, p in named if not is_backbone_param(n)]
     backbone = [p for n, p in named if is_backbone_param(n)]
     if branch is not None:
@@ -302,17 +308,19 @@ def require_sync_bn_device(device: torch.device) -> None:
         raise UserError("sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
 
 
-def ddp_find_unused(model: nn.Module, branch: nn.Module | None, cfg: C.TrainConfig) -> bool:
+def ddp_find_unused(
+    model: nn.Module, branch: nn.Module | None, cfg: C.TrainConfig, hooks: TrainingHooks
+) -> bool:
     """Whether some trained parameter can get no gradient in a step (DDP then must search the graph).
 
     True for: a model with a ``ddp_find_unused = True`` attribute (none needs it today: every host
-    model's parameters all get gradients, checked per model); a search (it has architecture
-    parameters: a block fixed early skips its other candidates, whose weights then get none); the
-    regularizer in ``mode: flat`` (its density head gets none). Else False, DDP's cheaper path.
+    model's parameters all get gradients, checked per model); training hooks that say so (a search: a
+    block fixed early skips its other candidates, whose weights then get none); the regularizer in
+    ``mode: flat`` (its density head gets none). Else False, DDP's cheaper path.
     """
     return (
         bool(getattr(model, "ddp_find_unused", False))
-        or bool(model.arch_parameters())
+        or hooks.find_unused_parameters
         or (branch is not None and cfg.regularizer.mode == "flat")
     )
 
@@ -369,11 +377,10 @@ class Run:
         if self.fast.cudnn_benchmark:
             # fixed input sizes within a run: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
-        self.optimizer = build_optimizer(cfg.optim, self.model, self.branch, fused=self.fast.fused_optimizer)
-        arch = self.model.arch_parameters()
-        # A search's architecture logits: Adam without weight decay and without schedule (ATRC).
-        self.arch_optimizer = (
-            torch.optim.Adam(arch, lr=self.model.arch_lr, weight_decay=0.0) if arch else None
+        # What the model adds to the loop (a search's own optimiser and schedules), once it is final.
+        self.hooks = self.model.training_hooks()
+        self.optimizer = build_optimizer(
+            cfg.optim, self.model, self.branch, fused=self.fast.fused_optimizer, exclude=self.hooks.parameters
         )
         self.global_batch = cfg.batch_size * cfg.grad_accum * self.dist.world_size
         steps_per_epoch = max(1, -(-len(self.train_set) // self.global_batch))
@@ -389,7 +396,7 @@ class Run:
                 self.step_module,
                 # init_distributed made the local rank's GPU the current one; the model lives there
                 device_ids=[torch.cuda.current_device()] if cuda else None,
-                find_unused_parameters=ddp_find_unused(self.model, self.branch, cfg),
+                find_unused_parameters=ddp_find_unused(self.model, self.branch, cfg, self.hooks),
             )
             self.train_step = self.ddp
         if cfg.compile:
@@ -419,18 +426,18 @@ class Run:
     def step(self, batch: dict[str, Any] | list[dict[str, Any]], step: int = 0) -> dict[str, Tensor]:
         """One optimisation step over a batch or a list of micro-batches (gradient accumulation).
 
-        ``step`` (0-based) drives the model's own schedules (a search's). Returns the losses, mean over
-        the micro-batches, as detached tensors on the device: reading them waits for the device, so
-        the caller does it only when it logs (``loss_values``).
+        ``step`` (0-based) drives the model's training hooks (a search's schedules). Returns the losses,
+        mean over the micro-batches, as detached tensors on the device: reading them waits for the
+        device, so the caller does it only when it logs (``loss_values``).
         """
         micro = batch if isinstance(batch, list) else [batch]
         self.model.train()
-        self.model.begin_step(step, self.cfg.iters)
+        self.hooks.before_step(step, self.cfg.iters)
         if self.branch is not None:
             self.branch.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.arch_optimizer is not None:
-            self.arch_optimizer.zero_grad(set_to_none=True)
+        optimizers = [self.optimizer, *self.hooks.optimizers.values()]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         sums: dict[str, Tensor] = {}
         for i, b in enumerate(micro):
             last = i == len(micro) - 1
@@ -446,9 +453,8 @@ class Run:
         if self.cfg.optim.grad_clip:
             for group in self.clip_groups():
                 torch.nn.utils.clip_grad_norm_(group, self.cfg.optim.grad_clip)
-        self.optimizer.step()
-        if self.arch_optimizer is not None:
-            self.arch_optimizer.step()
+        for opt in optimizers:
+            opt.step()
         self.scheduler.step()
         return sums if len(micro) == 1 else {k: v / len(micro) for k, v in sums.items()}
 
@@ -459,7 +465,7 @@ class Run:
             "model": self.model.state_dict(),
             "branch": self.branch.state_dict() if self.branch is not None else None,
             "optimizer": self.optimizer.state_dict(),
-            "arch_optimizer": self.arch_optimizer.state_dict() if self.arch_optimizer is not None else None,
+            **{name: opt.state_dict() for name, opt in self.hooks.optimizers.items()},
             "scheduler": self.scheduler.state_dict(),
             "rng": gather_rng_states(self.device, self.dist),
             "config": C.to_dict(self.cfg),
@@ -471,8 +477,8 @@ class Run:
         if self.branch is not None and ckpt.get("branch") is not None:
             self.branch.load_state_dict(ckpt["branch"])
         load_optimizer_state(self.optimizer, ckpt["optimizer"])
-        if self.arch_optimizer is not None:
-            load_optimizer_state(self.arch_optimizer, ckpt["arch_optimizer"])
+        for name, opt in self.hooks.optimizers.items():
+            load_optimizer_state(opt, ckpt[name])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         warning = restore_rng_state(ckpt["rng"], self.device, self.dist)
         if warning:
@@ -528,48 +534,34 @@ def _log_csv(rows: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-    return [r for r in rows if r["step"] <= upto]
-
-
 def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Train (or resume, or do nothing if finished) the run in ``out_dir``; returns ``out_dir``."""
     out = Path(out_dir)
-    ckpt_path, log_path, done_path, cfg_path, info_path = (
-        out / "last.pt",
-        out / "train_log.csv",
-        out / "done",
-        out / "config.yaml",
-        out / "run_info.json",
-    )
+    rd = RunDir(out)
     check_out_dir(out)
-    if cfg_path.is_file():
-        check_same_run(C.read_yaml(cfg_path), cfg, cfg_path)
+    if rd.config.is_file():
+        check_same_run(C.read_yaml(rd.config), cfg, rd.config)
     ckpt = None
-    if ckpt_path.is_file():
+    if rd.checkpoint.is_file():
         # the checkpoint's own config decides, also where config.yaml is missing
-        ckpt = load_checkpoint(ckpt_path)
-        check_same_run(ckpt.get("config") or {}, cfg, ckpt_path)
-    if done_path.is_file() and ckpt is not None:
-        if not cfg_path.is_file():  # checked against the checkpoint above: `evaluate` reads it
-            C.save(cfg, cfg_path)
+        ckpt = load_checkpoint(rd.checkpoint)
+        check_same_run(ckpt.get("config") or {}, cfg, rd.checkpoint)
+    if rd.done.is_file() and ckpt is not None:
+        if not rd.config.is_file():  # checked against the checkpoint above: `evaluate` reads it
+            C.save(cfg, rd.config)
         print(f"{out}: already trained ({cfg.iters} iterations); nothing to do")
         return out
-    for stale in out.glob(".*.tmp"):  # left by a write that was killed mid-way
+    for stale in rd.stale_temporaries():
         stale.unlink(missing_ok=True)
     dist = init_distributed(resolve_device(cfg.device).type)
     try:
-        check_same_world(info_path, dist)
+        check_same_world(rd.run_info, dist)
         run = Run(cfg, dist)
         start = run.load_state(ckpt) if ckpt is not None else 0
-        if dist.is_main and not cfg_path.is_file():
+        if dist.is_main and not rd.config.is_file():
             out.mkdir(parents=True, exist_ok=True)
-            C.save(cfg, cfg_path)
-        if dist.is_main and not info_path.is_file():
+            C.save(cfg, rd.config)
+        if dist.is_main and not rd.run_info.is_file():
             # Beside config.yaml, not in it: these depend on the launch (world size), which
             # check_same_run must not compare as config.
             info = {
@@ -578,8 +570,8 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
                 "grad_accum": cfg.grad_accum,
                 "global_batch": run.global_batch,
             }
-            atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
-        rows = _read_log(log_path, start)
+            atomic_write_text(rd.run_info, json.dumps(info, indent=2) + "\n")
+        rows = rd.read_train_log(upto=start)
         elapsed = rows[-1]["time_s"] if rows else 0.0
         sampler = StepSampler(
             len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist, cfg.grad_accum
@@ -644,14 +636,14 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
                 state = run.state(step)  # every rank: it gathers each rank's random state
                 if dist.is_main:
                     # Log first: a kill between the two writes leaves log rows past the checkpoint,
-                    # which resume drops (_read_log upto), never a checkpoint past the log's last row.
-                    atomic_write_text(log_path, _log_csv(rows))
-                    atomic_torch_save(ckpt_path, state)
+                    # which resume drops (read_train_log upto), never a checkpoint past the log's last row.
+                    atomic_write_text(rd.train_log, _log_csv(rows))
+                    atomic_torch_save(rd.checkpoint, state)
         bar.close()
         if dist.is_main:
             if step < cfg.iters:  # defensive: the sampler always yields up to iters
                 raise RuntimeError("training ended early")
-            atomic_write_text(done_path, f"{cfg.iters}\n")
+            atomic_write_text(rd.done, f"{cfg.iters}\n")
         barrier(dist)
     finally:
         cleanup(dist)

@@ -1,6 +1,6 @@
 """ATRC: adaptive task-relational context (Bruggemann et al., ICCV'21), as the released code runs it.
 
-Notes ``method-specs.md`` §C. Backbone levels resized to the finest one and concatenated (HRNet-18-small:
+Backbone levels resized to the finest one and concatenated (HRNet-18-small:
 270 channels) → per task ``F_t`` = Conv3×3-BN-ReLU to in/4 channels; auxiliary label-space heads read
 the *detached* concatenation (no gradient into the network) → an N×N grid of context-pooling (CP)
 blocks, row = target, column = source, each one of ``none | global | local | tlabel | slabel`` (the
@@ -338,7 +338,7 @@ class ATRC(DenseModel):
         self.search_entropy_weight = list(search_entropy_weight or [-0.02, 0.06])
         self.search_fix_margin = search_fix_margin
         self.arch_lr = arch_lr
-        self._entropy_weight = self.search_entropy_weight[0]
+        self.entropy_weight = self.search_entropy_weight[0]  # this step's ω_H (SearchHooks.before_step)
         if search:
             if genotype is not None:
                 raise UserError("an ATRC search model takes no genotype (it finds one)")
@@ -478,24 +478,20 @@ class ATRC(DenseModel):
             return {t: dict(row) for t, row in self.genotype.items()}
         return {t: {s: blk.choice() for s, blk in self.fusion[t].blocks.items()} for t in self.tasks}
 
-    # -- search hooks (no-ops unless ``search``) ------------------------------------------------------
+    # -- the search's additions to training (nothing unless ``search``) ------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits α of every searched block (none unless ``search``)."""
         from mtl3d.models.atrc_search import blocks
 
         return [blk.alpha for _, _, blk in blocks(self)]
 
-    def begin_step(self, step: int, total: int) -> None:
-        """Set this step's Gumbel temperature and entropy weight (linear schedules over the run)."""
+    def training_hooks(self) -> Any:
+        """For a search: α's own optimiser, the per-step schedules and early fixing (``SearchHooks``)."""
         if not self.search:
-            return
-        from mtl3d.models.atrc_search import blocks, fix_settled, linear_schedule
+            return super().training_hooks()
+        from mtl3d.models.atrc_search import SearchHooks
 
-        tau = linear_schedule(*self.search_temperature, step, total)
-        self._entropy_weight = linear_schedule(*self.search_entropy_weight, step, total)
-        for _, _, blk in blocks(self):
-            blk.temperature, blk.margin = tau, self.search_fix_margin
-        if self.training:
-            fix_settled([blk for _, _, blk in blocks(self)])
+        return SearchHooks(self)
 
     def extra_losses(self) -> dict[str, Tensor]:
         """The search's entropy regulariser ω_H · mean_j H(softmax α_j) (weighted: it joins the total)."""
@@ -504,4 +500,4 @@ class ATRC(DenseModel):
         from mtl3d.models.atrc_search import blocks, entropy
 
         h = torch.stack([entropy(blk.alpha) for _, _, blk in blocks(self)]).mean()
-        return {"search/entropy": self._entropy_weight * h}
+        return {"search/entropy": self.entropy_weight * h}
