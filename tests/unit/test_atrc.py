@@ -296,7 +296,7 @@ def test_diagonal_blocks_have_no_slabel_candidate():
 
 def test_search_step_updates_alpha_and_weights_from_one_backward():
     from mtl3d import config as C
-    from mtl3d.engine.trainer import build_optimizer
+    from mtl3d.engine.optim import build_optimizer
 
     m = atrc(search=True).train()
     hooks = m.training_hooks()

@@ -172,7 +172,8 @@ def check_cuda_path(
     from mtl3d import config as C
     from mtl3d.engine.fastpath import FastPath
     from mtl3d.engine.inference import infer
-    from mtl3d.engine.trainer import Run, StepSampler, loss_values
+    from mtl3d.engine.sampler import StepSampler
+    from mtl3d.engine.trainer import Run, loss_values
 
     over: dict[str, Any] = {
         "data": {"root": data_root, "height": size[0], "width": size[1]},

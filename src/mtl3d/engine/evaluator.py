@@ -38,7 +38,8 @@ from mtl3d.engine.inference import (
     to_original,
 )
 from mtl3d.engine.rundir import RunDir, variant_name
-from mtl3d.engine.trainer import build_branch, loader_workers, resolve_device, to_device
+from mtl3d.engine.runtime import loader_workers, resolve_device, to_device
+from mtl3d.engine.trainer import build_branch
 from mtl3d.errors import UserError
 from mtl3d.io import atomic_write
 from mtl3d.metrics.registry import create_metric

@@ -31,7 +31,7 @@ from mtl3d.engine.evaluator import load_run
 from mtl3d.engine.fastpath import FastPath
 from mtl3d.engine.inference import collate_eval, infer, postprocess, to_original
 from mtl3d.engine.rundir import RunDir, variant_name
-from mtl3d.engine.trainer import resolve_device, to_device
+from mtl3d.engine.runtime import resolve_device, to_device
 from mtl3d.errors import UserError
 from mtl3d.models import build_model
 from mtl3d.tasks import get_task

@@ -13,17 +13,15 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtl3d import config as C
@@ -38,7 +36,10 @@ from mtl3d.engine.checkpoint import (
 )
 from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed, rank_seed
 from mtl3d.engine.fastpath import FastPath
+from mtl3d.engine.optim import build_optimizer, load_optimizer_state, lr_lambda
 from mtl3d.engine.rundir import RunDir
+from mtl3d.engine.runtime import loader_workers, resolve_device, seed_everything, to_device
+from mtl3d.engine.sampler import StepSampler
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import build_model, decode_inputs, split_outputs
@@ -57,169 +58,6 @@ _RESUME_FREE_KEYS = (
     "n_saved_predictions",
     "regularizer.chunk_rays",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("config asks for device 'cuda' but CUDA is not available; use --device cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class StepSampler(Sampler[list[tuple[int, int]]]):
-    """Yields, for steps ``start..iters-1``, the ``accum`` micro-batches of ``(index, augmentation seed)``.
-
-    Micro-batch ``m = step·accum + i`` holds sample numbers ``p = m·B·world + rank·B + j``, which walk
-    through per-epoch permutations, each drawn from a generator seeded by (seed, epoch): no state to
-    save, exact on resume. So one step sees the same samples (and augmentation seeds) whether they come
-    as one batch of ``B·accum·world``, as ``accum`` micro-batches, or split over ``world`` ranks.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch: int,
-        iters: int,
-        seed: int,
-        start: int = 0,
-        dist: DistInfo | None = None,
-        accum: int = 1,
-    ) -> None:
-        self.n, self.batch, self.iters, self.seed, self.start = n, batch, iters, seed, start
-        self.dist = dist or DistInfo()
-        self.accum = accum
-        self._perms: dict[int, Tensor] = {}
-
-    def _perm(self, epoch: int) -> Tensor:
-        if epoch not in self._perms:
-            self._perms = {
-                epoch: torch.randperm(
-                    self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)
-                )
-            }
-        return self._perms[epoch]
-
-    def batch_at(self, micro: int) -> list[tuple[int, int]]:
-        """The batch of micro-batch number ``micro`` (= the step when ``accum`` is 1)."""
-        out = []
-        base = micro * self.batch * self.dist.world_size + self.dist.rank * self.batch
-        for j in range(self.batch):
-            p = base + j
-            idx = int(self._perm(p // self.n)[p % self.n])
-            out.append((idx, (self.seed * 1_000_003 + p) % 2**62))
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for micro in range(self.start * self.accum, self.iters * self.accum):
-            yield self.batch_at(micro)
-
-    def __len__(self) -> int:
-        return max(0, self.iters - self.start) * self.accum
-
-
-def lr_lambda(o: C.OptimConfig, iters: int, steps_per_epoch: int):
-    """The learning-rate factor at an iteration: poly to 0, step decay at milestones, or constant.
-
-    With ``schedule_unit: epoch`` the factor changes only at epoch boundaries (the survey's
-    per-epoch poly); milestones are then counted in epochs.
-    """
-    per = steps_per_epoch if o.schedule_unit == "epoch" else 1
-    total = -(-iters // per)
-
-    def factor(step: int) -> float:
-        t = step // per
-        if o.schedule == "poly":
-            return max(0.0, 1.0 - t / total) ** o.poly_power
-        if o.schedule == "step":
-            return o.gamma ** sum(t >= m for m in o.milestones)
-        return 1.0
-
-    return factor
-
-
-def is_backbone_param(name: str) -> bool:
-    """Parameters of a model's ``encoder`` (``encoder.*``, or ``nets.<task>.encoder.*`` in stl)."""
-    return name.startswith("encoder.") or ".encoder." in name
-
-
-def build_optimizer(
-    o: C.OptimConfig,
-    model: nn.Module,
-    branch: nn.Module | None,
-    fused: bool = False,
-    exclude: Sequence[nn.Parameter] = (),
-) -> torch.optim.Optimizer:
-    """Two parameter groups: heads/decoders/branch at ``lr`` (group 0), the encoder at ``backbone_lr``.
-
-    ``exclude``: parameters left out, which the model's training hooks optimise themselves (a search's
-    architecture parameters). ``fused``: one kernel launch for every parameter (the CUDA path); off,
-    torch's defaults, which keep the CPU numbers (and the bit-exact resume tests) as they are.
-    """
-    skip = {id(p) for p in exclude}
-    named = [(n, p) for n, p in model.named_parameters() if id(p) not in skip]
-    heads = [p for n, p in named if not is_backbone_param(n)]
-    backbone = [p for n, p in named if is_backbone_param(n)]
-    if branch is not None:
-        heads += list(branch.parameters())
-    groups = [{"params": heads, "lr": o.lr, "name": "heads"}]
-    if backbone:
-        lr = o.lr if o.backbone_lr is None else o.backbone_lr
-        groups.append({"params": backbone, "lr": lr, "name": "backbone"})
-    kernel = {"fused": True} if fused else {}
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kernel)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **kernel)
-
-
-# Per-group settings that choose the optimiser's kernel, not its maths: they follow the machine a run
-# is on now, never the checkpoint it resumes from (a CPU checkpoint resumed on a GPU runs fused).
-_KERNEL_KEYS = ("fused", "foreach", "capturable", "differentiable")
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    kernel = [{k: g[k] for k in _KERNEL_KEYS if k in g} for g in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, keep in zip(opt.param_groups, kernel, strict=True):
-        for k in _KERNEL_KEYS:
-            group.pop(k, None)
-        group.update(keep)
-
-
-# Loader workers per GPU process when data.num_workers is unset: one batch of 8 at 448×576 with the pad-mode
-# augmentation takes about a second on one core, longer than a step of the paper's hosts on one GPU.
-MAX_AUTO_WORKERS = 8
-
-
-def loader_workers(requested: int | None, device: torch.device) -> int:
-    """``data.num_workers`` if set; else none on a CPU (workers would take the training's own cores) and,
-    on CUDA, the cores this process may use, shared by the processes on the machine, less one for the
-    training loop itself, at most ``MAX_AUTO_WORKERS``."""
-    if requested is not None:
-        return requested
-    if device.type != "cuda":
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(MAX_AUTO_WORKERS, per_process - 1))
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
