@@ -298,6 +298,8 @@ def test_search_step_updates_alpha_and_weights_from_one_backward():
     from mtl3d import config as C
     from mtl3d.engine.optim import build_optimizer
 
+    fixed = atrc().training_hooks()  # a trained genotype adds nothing to the loop
+    assert (fixed.parameters, fixed.optimizers, fixed.find_unused_parameters) == ([], {}, False)
     m = atrc(search=True).train()
     hooks = m.training_hooks()
     assert hooks.find_unused_parameters and list(hooks.optimizers) == ["arch_optimizer"]

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl3d.errors import UserError, unknown_name
-from mtl3d.models.base import DenseModel
+from mtl3d.models.base import DenseModel, TrainingHooks
 from mtl3d.models.blocks import LevelAdapter, conv_bn_relu, fuse_scales, upsample_to
 from mtl3d.models.label_spaces import LabelSpace, label_space_for, sample_normals
 from mtl3d.models.mtinet import TaskPropagation
@@ -485,7 +485,7 @@ class ATRC(DenseModel):
 
         return [blk.alpha for _, _, blk in blocks(self)]
 
-    def training_hooks(self) -> Any:
+    def training_hooks(self) -> TrainingHooks:
         """For a search: α's own optimiser, the per-step schedules and early fixing (``SearchHooks``)."""
         if not self.search:
             return super().training_hooks()
