@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 
 from mtl3d import config as C
 from mtl3d.data.synthrooms import prepare
-from mtl3d.engine.trainer import Run, StepSampler
+from mtl3d.engine.sampler import StepSampler
+from mtl3d.engine.trainer import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_RECIPE = ROOT / "config" / "recipes" / "nyud" / "invpt.yaml"

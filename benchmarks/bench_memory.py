@@ -33,7 +33,8 @@ import json, resource, sys, torch
 torch.set_num_threads(int(sys.argv[5]))
 sys.path.insert(0, sys.argv[1])
 from gpu_check import FAMILIES, _family_config
-from mtl3d.engine.trainer import Run, StepSampler
+from mtl3d.engine.sampler import StepSampler
+from mtl3d.engine.trainer import Run
 fam = {f.model: f for f in FAMILIES}[sys.argv[2]]
 reg, batch, root = sys.argv[3] == "1", int(sys.argv[4]), sys.argv[6]
 cfg = _family_config(fam, root, reg, False, False, "cpu")

@@ -32,7 +32,8 @@ import torch
 
 from mtl3d import config as C
 from mtl3d.data.synthrooms import prepare
-from mtl3d.engine.trainer import Run, StepSampler
+from mtl3d.engine.sampler import StepSampler
+from mtl3d.engine.trainer import Run
 from mtl3d.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]

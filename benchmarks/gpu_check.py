@@ -209,9 +209,10 @@ def time_family(
     f: Family, data_root: str, reg: bool, amp: bool, compile_: bool, device: str = "cuda", backend: Any = None
 ) -> dict[str, Any]:
     from mtl3d.engine.emulate import CpuBf16Gaps
-    from mtl3d.engine.evaluator import infer
     from mtl3d.engine.fastpath import FastPath
-    from mtl3d.engine.trainer import Run, StepSampler, loss_values
+    from mtl3d.engine.inference import infer
+    from mtl3d.engine.sampler import StepSampler
+    from mtl3d.engine.trainer import Run, loss_values
 
     row: dict[str, Any] = {
         "family": f.name,
@@ -292,7 +293,8 @@ def loader_row(data_root: str, device: str = "cuda") -> dict[str, Any]:
 
     from mtl3d import config as C
     from mtl3d.data.registry import create_dataset
-    from mtl3d.engine.trainer import StepSampler, loader_workers
+    from mtl3d.engine.runtime import loader_workers
+    from mtl3d.engine.sampler import StepSampler
 
     over: dict[str, Any] = {"data": {"dataset": "synthrooms", "root": data_root}}
     if device != "cuda":  # the rehearsal's tiny images

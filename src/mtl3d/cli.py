@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -137,56 +141,41 @@ def data_download(
     typer.echo(f"{dataset} data {where} (record {marker or record})")
 
 
-@app.command()
-def train(
-    out: Annotated[Path, typer.Option(help="run directory (re-running resumes it)")],
+@dataclass
+class RunOptions:
+    """What `train` and `search` read from their shared options."""
+
+    overrides: dict[str, Any]  # config key -> value of each named option (None: not given)
+    config: Path | None
+    set_: list[str] | None
+    quiet: bool
+
+    def load(self, more: dict[str, Any]) -> Any:
+        """The run config: the YAML file, then ``more`` (the command's own options, by config key) and
+        the shared ones, then every ``--set``."""
+        return _load_config(self.config, self.set_, {**more, **self.overrides})
+
+
+def _run_options(
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
     data_root: Annotated[str | None, typer.Option(help="prepared dataset directory")] = None,
-    model: Annotated[str | None, typer.Option(help="model name (mtl3d models lists them)")] = None,
     backbone: Annotated[str | None, typer.Option(help="timm backbone")] = None,
     tasks: Annotated[str | None, typer.Option(help="comma-separated tasks")] = None,
-    regularizer: Annotated[
-        bool | None, typer.Option("--regularizer/--no-regularizer", help="add the 3D-aware regularizer")
-    ] = None,
     iters: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config; options given here override it")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config (a recipe); options given here override it")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.01")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
-) -> None:
-    """Train one run (or resume it, or do nothing if it is finished)."""
-    from mtl3d.engine.trainer import train as run_train
-
-    cfg = _load_config(
-        config,
-        set_,
-        {
-            "model.name": model,
-            "regularizer.enabled": regularizer,
-            **_run_options(dataset, data_root, backbone, tasks, iters, batch_size, lr, seed, device),
-        },
-    )
-    run_train(cfg, out, progress=not quiet)
-
-
-def _run_options(
-    dataset: str | None,
-    data_root: str | None,
-    backbone: str | None,
-    tasks: str | None,
-    iters: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    seed: int | None,
-    device: str | None,
-) -> dict[str, Any]:
-    """The config keys of the command-line options that `train` and `search` share."""
-    return {
+) -> RunOptions:
+    """The options `train` and `search` share, declared once (:func:`_with_run_options`)."""
+    overrides = {
         "data.dataset": dataset,
         "data.root": data_root,
         "model.backbone": backbone,
@@ -197,6 +186,45 @@ def _run_options(
         "seed": seed,
         "device": device,
     }
+    return RunOptions(overrides, config, set_, quiet)
+
+
+def _with_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with :func:`_run_options`'s options after its own; it gets them as ``run: RunOptions``.
+
+    Typer reads a command's options from its signature, so the wrapper's is the command's own
+    parameters followed by the shared ones.
+    """
+    shared = inspect.signature(_run_options, eval_str=True).parameters
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "run"]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in [*own, *shared.values()]]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        run = _run_options(**{name: kwargs.pop(name) for name in shared})
+        command(run=run, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+@app.command()
+@_with_run_options
+def train(
+    out: Annotated[Path, typer.Option(help="run directory (re-running resumes it)")],
+    model: Annotated[str | None, typer.Option(help="model name (mtl3d models lists them)")] = None,
+    regularizer: Annotated[
+        bool | None, typer.Option("--regularizer/--no-regularizer", help="add the 3D-aware regularizer")
+    ] = None,
+    *,
+    run: RunOptions,
+) -> None:
+    """Train one run (or resume it, or do nothing if it is finished)."""
+    from mtl3d.engine.trainer import train as run_train
+
+    cfg = run.load({"model.name": model, "regularizer.enabled": regularizer})
+    run_train(cfg, out, progress=not run.quiet)
 
 
 def _load_config(config: Path | None, set_: list[str] | None, options: dict[str, Any]) -> Any:
@@ -226,48 +254,22 @@ app.add_typer(search_app, name="search")
 
 
 @search_app.command("atrc")
+@_with_run_options
 def search_atrc(
     out: Annotated[Path, typer.Option(help="search directory (re-running resumes it)")],
-    dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
-    data_root: Annotated[str | None, typer.Option(help="prepared dataset directory")] = None,
-    backbone: Annotated[str | None, typer.Option(help="timm backbone")] = None,
-    tasks: Annotated[str | None, typer.Option(help="comma-separated tasks")] = None,
-    iters: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="YAML config (an atrc recipe); options here override it")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.01")
-    ] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    *,
+    run: RunOptions,
 ) -> None:
     """Search ATRC's context types (Gumbel-softmax supergraph, resumable); writes OUT/genotype.json."""
     from mtl3d.engine.search_run import search_genotype
     from mtl3d.engine.trainer import train as run_train
+    from mtl3d.models.atrc.search import search_config
 
-    cfg = _load_config(
-        config,
-        set_,
-        {
-            "model.name": "atrc",
-            **_run_options(dataset, data_root, backbone, tasks, iters, batch_size, lr, seed, device),
-        },
-    )
-    if cfg.regularizer.enabled:
-        raise UserError(
-            "the search runs without the 3D-aware regularizer; add it when retraining the genotype"
-        )
-    if cfg.model.genotype is not None or "genotype" in cfg.model.options:
-        # An ATRC recipe names a default genotype for retraining; the search finds its own.
-        typer.echo(f"search: not using the config's genotype ({cfg.model.genotype}); searching one", err=True)
-        cfg.model.genotype = None
-        cfg.model.options = {k: v for k, v in cfg.model.options.items() if k != "genotype"}
-    cfg.model.options = {**cfg.model.options, "search": True}
-    run_train(cfg, out, progress=not quiet)
+    cfg = run.load({"model.name": "atrc"})
+    note = search_config(cfg)
+    if note is not None:
+        typer.echo(note, err=True)
+    run_train(cfg, out, progress=not run.quiet)
     path = search_genotype(out)
     typer.echo(f"genotype written to {path}")
 

@@ -4,8 +4,13 @@ the better direction of each value it reports, Δm)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mtl3d.errors import unknown_name
+
+if TYPE_CHECKING:  # torch and numpy load only when a prediction is post-processed
+    import numpy as np
+    from torch import Tensor
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -66,6 +71,12 @@ class TaskSpec:
     metric: MetricSpec
     label_dtype: str = "float32"
     loss_options: tuple[str, ...] = field(default=())
+    # -- post-processing: a head's output -> what the metrics, the figures and `predict` read ----------
+    # "sigmoid": probabilities; "unit": unit vectors along the channels; "none": as is (class scores,
+    # whose argmax the metric takes; depth)
+    activation: str = "none"
+    # a saved prediction map of a non-classification task (classification ones: uint8 label maps)
+    saved_dtype: str = "float16"
 
     # ---- metrics: the Δm value's direction comes from the metric spec, so it is written once
     def __post_init__(self) -> None:
@@ -88,13 +99,42 @@ class TaskSpec:
             return num_classes
         return self.channels
 
+    def postprocess(self, logits: Tensor) -> Tensor:
+        """A head's output [B, C, H, W] -> the prediction, in float32 (see ``activation``)."""
+        import torch.nn.functional as F
+
+        x = logits.float()
+        if self.activation == "sigmoid":
+            return x.sigmoid()
+        if self.activation == "unit":
+            return F.normalize(x, dim=1)
+        return x
+
+    def compact(self, pred: Tensor) -> np.ndarray:
+        """One post-processed prediction [C, H, W] as a saved file holds it: class scores -> label map
+        (uint8), anything else in ``saved_dtype``."""
+        import numpy as np
+        import torch
+
+        if self.kind == "classification":
+            return pred.argmax(0).to(torch.uint8).cpu().numpy()
+        return pred.cpu().numpy().astype(np.dtype(self.saved_dtype))
+
 
 TASKS: dict[str, TaskSpec] = {
     "semseg": TaskSpec(
         "semseg", "classification", 0, 255, "ce", "mIoU", label_dtype="int64", metric=SEGMENTATION
     ),
     "depth": TaskSpec(
-        "depth", "regression", 1, 0.0, "l1", "rmse", loss_options=("l1", "berhu"), metric=DEPTH
+        "depth",
+        "regression",
+        1,
+        0.0,
+        "l1",
+        "rmse",
+        loss_options=("l1", "berhu"),
+        metric=DEPTH,
+        saved_dtype="float32",
     ),
     "normals": TaskSpec(
         "normals",
@@ -105,8 +145,11 @@ TASKS: dict[str, TaskSpec] = {
         "mean",
         loss_options=("l1_normalized", "cosine"),
         metric=NORMALS,
+        activation="unit",
     ),
-    "edges": TaskSpec("edges", "binary", 1, 255, "balanced_bce", "odsF", metric=BOUNDARY),
+    "edges": TaskSpec(
+        "edges", "binary", 1, 255, "balanced_bce", "odsF", metric=BOUNDARY, activation="sigmoid"
+    ),
     # PASCAL-Context tasks.
     "human_parts": TaskSpec(
         "human_parts", "classification", 0, 255, "ce", "mIoU", label_dtype="int64", metric=SEGMENTATION
@@ -114,7 +157,9 @@ TASKS: dict[str, TaskSpec] = {
     # Δm on saliency uses the survey's image-averaged mIoU, as the only published Δm code (the MTL
     # survey's) does; InvPT/ATRC/the 3D-aware paper report maxF (β² = 0.3, pooled: `maxF_invpt`) but
     # compute no Δm (see mtl3d.metrics.saliency). Both maxF protocols stay in every metrics.json.
-    "saliency": TaskSpec("saliency", "binary", 1, 255, "balanced_bce", "mIoU", metric=SALIENCY),
+    "saliency": TaskSpec(
+        "saliency", "binary", 1, 255, "balanced_bce", "mIoU", metric=SALIENCY, activation="sigmoid"
+    ),
 }
 
 

@@ -10,7 +10,8 @@ import torch
 from mtl3d import config as C
 from mtl3d.engine.emulate import TINY, tiny_model_config
 from mtl3d.engine.evaluator import evaluate
-from mtl3d.engine.trainer import Run, StepSampler, loss_values, train
+from mtl3d.engine.sampler import StepSampler
+from mtl3d.engine.trainer import Run, loss_values, train
 from mtl3d.models import create_model
 from tests.fakedata import make_fake_dataset
 

@@ -250,8 +250,8 @@ def test_schedules_are_linear_and_entropy_weight_is_negative_for_the_first_quart
     assert linear_schedule(-0.02, 0.06, 25, 100) == pytest.approx(0.0)
     assert linear_schedule(-0.02, 0.06, 10, 100) < 0 < linear_schedule(-0.02, 0.06, 30, 100)
     m = atrc(search=True)
-    m.begin_step(50, 100)
-    assert m._entropy_weight == pytest.approx(0.02)
+    m.training_hooks().before_step(50, 100)
+    assert m.entropy_weight == pytest.approx(0.02)
     assert all(
         blk.temperature == pytest.approx(0.525) for f in m.fusion.values() for blk in f.blocks.values()
     )
@@ -270,7 +270,7 @@ def test_early_fixing_rule_on_planted_alpha():
     blk = MixedContext(False, 8, 4, 3, "zero_pad").train()
     t = torch.randn(1, 8, 5, 6)
     p = spatial_softmax(torch.randn(1, 3, 5, 6))
-    fix_settled([blk])  # what the model's begin_step does before each training forward
+    fix_settled([blk])  # what the search's before_step hook does before each training forward
     blk(t, t, p, p)
     assert int(blk.fixed) == -1  # α = 0: uniform, keep searching
     with torch.no_grad():
@@ -294,17 +294,23 @@ def test_diagonal_blocks_have_no_slabel_candidate():
 
 def test_search_step_updates_alpha_and_weights_from_one_backward():
     from mtl3d import config as C
-    from mtl3d.engine.trainer import build_optimizer
+    from mtl3d.engine.optim import build_optimizer
 
+    fixed = atrc().training_hooks()  # a trained genotype adds nothing to the loop
+    assert (fixed.parameters, fixed.optimizers, fixed.find_unused_parameters) == ([], {}, False)
     m = atrc(search=True).train()
-    groups = build_optimizer(C.OptimConfig(), m, None).param_groups
+    hooks = m.training_hooks()
+    assert hooks.find_unused_parameters and list(hooks.optimizers) == ["arch_optimizer"]
+    assert [id(p) for p in hooks.parameters] == [id(p) for p in m.arch_parameters()]
+    groups = build_optimizer(C.OptimConfig(), m, None, exclude=hooks.parameters).param_groups
     arch = {id(p) for p in m.arch_parameters()}
     assert not any(id(p) in arch for g in groups for p in g["params"])
+    assert {id(p) for g in hooks.optimizers["arch_optimizer"].param_groups for p in g["params"]} == arch
     # At initialisation the zero BN of the CP projection blocks every gradient to α (as in the
     # released code: α start to move once that BN has moved); emulate a later step.
     for f in m.fusion.values():
         torch.nn.init.ones_(f.project[1].weight)
-    m.begin_step(0, 10)
+    hooks.before_step(0, 10)
     b = batch()
     preds, aux = split_outputs(m(b["image"]))
     out = multitask_loss(

@@ -22,7 +22,8 @@ from torch import nn
 from mtl3d import config as C
 from mtl3d.data.registry import create_dataset
 from mtl3d.engine import evaluator
-from mtl3d.engine.evaluator import collate_eval, evaluate, score_batch
+from mtl3d.engine.evaluator import evaluate
+from mtl3d.engine.inference import collate_eval, score_batch
 from mtl3d.engine.trainer import train
 from mtl3d.metrics.registry import create_metric
 from tests.fakedata import make_fake_dataset

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mtl3d import config as C
-from mtl3d.engine.evaluator import count_flops, count_params, inference_cost
-from mtl3d.engine.trainer import build_optimizer, is_backbone_param, lr_lambda
+from mtl3d.engine.inference import count_flops, count_params, inference_cost
+from mtl3d.engine.optim import build_optimizer, is_backbone_param, lr_lambda
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import AUX_KEY, build_model, create_model, list_models, split_outputs

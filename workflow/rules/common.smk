@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from shlex import quote
 
+from mtl3d.engine.rundir import RunDir, run_path, runs_root, search_path, searches_of, voted_genotype_path
+
 STUDY = config["study"]
 DATASETS = {d["name"]: d for d in config["datasets"]}
 BY_DATA_DIR = {d["data_dir"]: d for d in config["datasets"]}
@@ -14,6 +16,11 @@ VARIANTS = {v["name"]: v for v in [*config["variants"], *config.get("searched_va
 SEEDS = [int(s) for s in config["seeds"]]
 SEARCHES = {x["name"]: x for x in config.get("searches", [])}
 SEARCH_SEEDS = [int(s) for s in config.get("search_seeds", [0])]
+# Where a run and a search live, as path templates over the wildcards (mtl3d.engine.rundir defines them
+# for the trainer, the evaluator and reporting too; a test keeps dvc.yaml's paths equal to them).
+RUN = run_path("{study}", "{dataset}", "{variant}", "{seed}")
+SEARCH = search_path("{study}", "{dataset}", "{search}", "{seed}")
+VOTED_GENOTYPE = voted_genotype_path("{study}", "{dataset}", "{search}")
 
 
 def _local_gpu_count():
@@ -93,7 +100,7 @@ def prepare_options(wildcards):
 
 def genotype_file(study, dataset, search):
     """A search's voted genotype (dvc.yaml's vote and train_searched stages spell the same path)."""
-    return f"results/searches/{study}/{dataset}/{search}.json"
+    return voted_genotype_path(study, dataset, search)
 
 
 def train_options(wildcards):
@@ -132,7 +139,7 @@ def search_configs(wildcards):
 
 def search_genotypes(wildcards):
     return expand(
-        "results/searches/{study}/{dataset}/{search}/seed{seed}/genotype.json",
+        f"{SEARCH}/{RunDir.GENOTYPE}",
         study=wildcards.study,
         dataset=wildcards.dataset,
         search=wildcards.search,
@@ -141,7 +148,7 @@ def search_genotypes(wildcards):
 
 
 def search_dir_of(wildcards):
-    return f"results/searches/{wildcards.study}/{wildcards.dataset}/{wildcards.search}"
+    return searches_of(wildcards.study, wildcards.dataset, wildcards.search)
 
 
 def train_configs(wildcards):
@@ -160,12 +167,12 @@ def run_dir_in(wildcards, input):
 
 
 def runs_root_of(wildcards):
-    return os.path.join("results", "runs", wildcards.study)
+    return runs_root(wildcards.study)
 
 
 def study_metrics(wildcards):
     return expand(
-        "results/runs/{study}/{dataset}/{variant}/seed{seed}/metrics.json",
+        f"{RUN}/{RunDir.METRICS}",
         study=wildcards.study,
         dataset=list(DATASETS),
         variant=list(VARIANTS),
@@ -175,7 +182,7 @@ def study_metrics(wildcards):
 
 def study_predictions(wildcards):
     return expand(
-        "results/runs/{study}/{dataset}/{variant}/seed{seed}/predictions",
+        f"{RUN}/{RunDir.PREDICTIONS}",
         study=wildcards.study,
         dataset=list(DATASETS),
         variant=list(VARIANTS),
@@ -185,7 +192,7 @@ def study_predictions(wildcards):
 
 def study_dones(wildcards):
     return expand(
-        "results/runs/{study}/{dataset}/{variant}/seed{seed}/done",
+        f"{RUN}/{RunDir.DONE}",
         study=wildcards.study,
         dataset=list(DATASETS),
         variant=list(VARIANTS),

@@ -3,11 +3,11 @@
 
 rule evaluate:
     input:
-        done="results/runs/{study}/{dataset}/{variant}/seed{seed}/done",
+        done=f"{RUN}/{RunDir.DONE}",
         data=data_path,
     output:
-        metrics="results/runs/{study}/{dataset}/{variant}/seed{seed}/metrics.json",
-        predictions=directory("results/runs/{study}/{dataset}/{variant}/seed{seed}/predictions"),
+        metrics=f"{RUN}/{RunDir.METRICS}",
+        predictions=directory(f"{RUN}/{RunDir.PREDICTIONS}"),
     params:
         run_dir=run_dir_in,
         split=config["eval_split"],

@@ -8,7 +8,7 @@ rule search:
         data=data_path,
         configs=search_configs,
     output:
-        genotype="results/searches/{study}/{dataset}/{search}/seed{seed}/genotype.json",
+        genotype=f"{SEARCH}/{RunDir.GENOTYPE}",
     params:
         run_dir=run_dir_of,
         model=search_model,
@@ -29,7 +29,7 @@ rule vote:
     input:
         search_genotypes,
     output:
-        genotype="results/searches/{study}/{dataset}/{search}.json",
+        genotype=VOTED_GENOTYPE,
     params:
         search_dir=search_dir_of,
     conda:

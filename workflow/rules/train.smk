@@ -9,7 +9,7 @@ rule train:
         configs=train_configs,
         genotype=train_genotype,
     output:
-        done="results/runs/{study}/{dataset}/{variant}/seed{seed}/done",
+        done=f"{RUN}/{RunDir.DONE}",
     params:
         run_dir=run_dir_of,
         options=train_options,

@@ -170,9 +170,10 @@ def check_cuda_path(
     to fp32. Raises whatever the path raises (that is the finding).
     """
     from mtl3d import config as C
-    from mtl3d.engine.evaluator import infer
     from mtl3d.engine.fastpath import FastPath
-    from mtl3d.engine.trainer import Run, StepSampler, loss_values
+    from mtl3d.engine.inference import infer
+    from mtl3d.engine.sampler import StepSampler
+    from mtl3d.engine.trainer import Run, loss_values
 
     over: dict[str, Any] = {
         "data": {"root": data_root, "height": size[0], "width": size[1]},
@@ -195,7 +196,7 @@ def check_cuda_path(
         run.model.train()
         if run.branch is not None:
             run.branch.train()
-        run.model.begin_step(0, cfg.iters)
+        run.hooks.before_step(0, cfg.iters)
         with torch.no_grad():
             return loss_values(run.losses(batch))
 
@@ -210,9 +211,8 @@ def check_cuda_path(
         report["bf16"] = losses(emu, batch)
     torch.manual_seed(1)
     syncs = SyncCounter()
-    for opt in (emu.optimizer, emu.arch_optimizer):
-        if opt is not None:
-            syncs.pause_during(opt)
+    for opt in (emu.optimizer, *emu.hooks.optimizers.values()):
+        syncs.pause_during(opt)
     with CpuBf16Gaps(), syncs:
         out = emu.step(batch, 0)
         loss_values(out)

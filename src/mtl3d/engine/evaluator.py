@@ -1,4 +1,11 @@
-"""Evaluation of a trained run: ``metrics.json`` (per-task metrics, params, FLOPs, timing) + predictions."""
+"""Evaluation of a trained run: ``metrics.json`` (per-task metrics, params, FLOPs, timing) + predictions.
+
+Three steps, each a function: :func:`load_evaluation` (the run's config and weights, the dataset and the
+metrics), :func:`run_inference` (the loop: scores every image, times the forward passes, saves a few
+predictions) and :func:`build_report` (what ``metrics.json`` holds); :func:`evaluate` runs them and
+writes the files. The forward pass and the mapping of outputs back to each image live in
+:mod:`mtl3d.engine.inference`, shared with ``mtl3d predict``.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,14 @@ import io
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, default_collate
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtl3d import config as C
@@ -22,189 +28,63 @@ from mtl3d.data.registry import create_dataset, get_dataset_info
 from mtl3d.data.transforms import denormalize_image
 from mtl3d.engine.checkpoint import atomic_write_json, load_checkpoint
 from mtl3d.engine.fastpath import FastPath
-from mtl3d.engine.trainer import build_branch, loader_workers, resolve_device, to_device
+from mtl3d.engine.inference import (
+    collate_eval,
+    count_params,
+    infer,
+    inference_cost,
+    postprocess,
+    score_batch,
+    to_original,
+)
+from mtl3d.engine.rundir import RunDir, variant_name
+from mtl3d.engine.runtime import loader_workers, resolve_device, to_device
+from mtl3d.engine.trainer import build_branch
 from mtl3d.errors import UserError
 from mtl3d.io import atomic_write
 from mtl3d.metrics.registry import create_metric
-from mtl3d.models import build_model, decode_inputs
-from mtl3d.tasks import TASKS, classes_for, get_task
+from mtl3d.models import build_model
+from mtl3d.tasks import classes_for, get_task
 
-PER_IMAGE_FILE = "per_image.npz"
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def inference_cost(model: nn.Module, size: tuple[int, int], device: torch.device) -> tuple[int, int]:
-    """(parameters, FLOPs) of one inference forward pass on a single image of ``size``.
-
-    Parameters count the modules that inference runs (forward hooks), so training-only parts of a
-    model (e.g. PAD-Net's and MTI-Net's initial-prediction classifiers, which only deep supervision
-    reads) are left out; FLOPs come from torch's flop counter.
-    """
-    model.eval()
-    ran: set[int] = set()
-    hooks = [m.register_forward_hook(lambda mod, i, o: ran.add(id(mod))) for m in model.modules()]
-    x = torch.zeros(1, 3, *size, device=device)
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    params = {id(p): p.numel() for m in model.modules() if id(m) in ran for p in m.parameters(recurse=False)}
-    return sum(params.values()), int(counter.get_total_flops())
-
-
-def count_flops(model: nn.Module, size: tuple[int, int], device: torch.device) -> int:
-    """FLOPs of one inference forward pass on a single image of ``size`` (torch's flop counter)."""
-    return inference_cost(model, size, device)[1]
-
-
-def postprocess(task: str, logits: Tensor) -> Tensor:
-    """Head output -> what the metric and the figures consume."""
-    if task in ("edges", "saliency"):
-        return torch.sigmoid(logits.float())
-    if task == "normals":
-        return F.normalize(logits.float(), dim=1)
-    return logits.float()
-
-
-def _compact(task: str, pred: Tensor) -> np.ndarray:
-    """A prediction as stored for figures: class scores -> label map, others as float."""
-    if get_task(task).kind == "classification":
-        return pred.argmax(0).to(torch.uint8).cpu().numpy()
-    return pred.cpu().numpy().astype(np.float32 if task == "depth" else np.float16)
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    def write(p: Path) -> None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        p.write_bytes(buf.getvalue())
-
-    atomic_write(path, write)
+EVAL_RESOLUTIONS = ("original", "input")
 
 
 def load_run(run_dir: Path) -> tuple[C.TrainConfig, dict[str, Any]]:
-    cfg_path, ckpt_path = run_dir / "config.yaml", run_dir / "last.pt"
-    if not cfg_path.is_file():
+    """The config and last checkpoint of a finished run; a ``UserError`` saying what to do otherwise."""
+    rd = RunDir(run_dir)
+    if not rd.config.is_file():
         raise UserError(
             f"{run_dir} is not a run directory (no config.yaml); train it with mtl3d train --out {run_dir}"
         )
-    if not (run_dir / "done").is_file():
+    if not rd.done.is_file():
         raise UserError(
             f"run {run_dir} has not finished training; re-run its mtl3d train command to resume it"
         )
-    return C.load(cfg_path), load_checkpoint(ckpt_path)
+    return C.load(rd.config), load_checkpoint(rd.checkpoint)
 
 
-def _pad_stack(tensors: list[Tensor], fill: float) -> Tensor:
-    """Stack maps of different sizes, padded at the bottom/right to the largest with ``fill``."""
-    h = max(int(t.shape[-2]) for t in tensors)
-    w = max(int(t.shape[-1]) for t in tensors)
-    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], h, w), fill)
-    for i, t in enumerate(tensors):
-        out[i, ..., : t.shape[-2], : t.shape[-1]] = t
-    return out
+# ------------------------------------------------------------------------------------------------- load
+@dataclass
+class Evaluation:
+    """What scoring a run needs: its config (with the command's overrides), the eval-mode network (and
+    the regularizer branch, for the saved renderings), the dataset and one metric per scored task."""
 
+    cfg: C.TrainConfig
+    device: torch.device
+    split: str
+    mode: str  # eval_resolution: "original" | "input"
+    tasks: list[str]
+    dataset: Any
+    model: nn.Module
+    fast: FastPath
+    branch: nn.Module | None
+    metrics: dict[str, Any]
 
-def _fill(key: str) -> float:
-    """Pad value of a dense entry: each task's ignore value (255; 0 = invalid for depth and normals)."""
-    if key in TASKS:
-        value = TASKS[key].ignore_value
-        return 0.0 if value is None else float(value)
-    return 0.0
-
-
-def collate_eval(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch evaluation samples whose sizes may differ (PASCAL).
-
-    Network inputs of different sizes (``size=None``) are padded at the bottom/right (image 0 = the mean
-    colour after normalisation, labels their ignore value); every sample gets ``valid_box`` = (top,
-    left, h, w), the region of the input that shows the image (the whole input unless padded). The
-    untransformed labels (``original``) are padded the same way to the batch's largest original size,
-    and ``original_size`` [B, 2] says how much of each is real.
-    """
-    dense = [
-        k
-        for k, v in samples[0].items()
-        if isinstance(v, Tensor) and v.dim() >= 2 and k not in ("K", "pose", "valid_box")
-    ]
-    rest = []
-    for s in samples:
-        r = {k: v for k, v in s.items() if k not in dense and k != "original"}
-        if "valid_box" not in r:
-            r["valid_box"] = torch.tensor([0, 0, *s["image"].shape[-2:]], dtype=torch.int64)
-        rest.append(r)
-    batch: dict[str, Any] = default_collate(rest)
-    for k in dense:
-        vals = [s[k] for s in samples]
-        same = all(v.shape == vals[0].shape for v in vals)
-        batch[k] = torch.stack(vals) if same else _pad_stack(vals, _fill(k))
-    if "original" in samples[0]:
-        batch["original"] = {
-            t: _pad_stack([s["original"][t] for s in samples], _fill(t)) for t in samples[0]["original"]
-        }
-    return batch
-
-
-def to_original(x: Tensor, box: list[int], in_size: tuple[int, int], out_size: tuple[int, int]) -> Tensor:
-    """One image's output map [C, h, w] (at the input resolution, or a fraction of it) -> [C, *out_size].
-
-    Crops the ``box`` (top, left, h, w; input pixels) that shows the image, i.e. drops pad-mode padding,
-    then resizes bilinearly to the original size if the input had been resized.
-    """
-    ry, rx = x.shape[-2] / in_size[0], x.shape[-1] / in_size[1]
-    top, left, h, w = box
-    x = x[..., round(top * ry) : round((top + h) * ry), round(left * rx) : round((left + w) * rx)]
-    if tuple(x.shape[-2:]) != tuple(out_size):
-        x = F.interpolate(x[None].float(), size=tuple(out_size), mode="bilinear", align_corners=False)[0]
-    return x
-
-
-def score_batch(
-    out: dict[str, Tensor],
-    batch: dict[str, Any],
-    metrics: dict[str, Any],
-    eval_resolution: str = "original",
-) -> list[dict[str, Tensor]]:
-    """Update ``metrics`` with one batch of raw head outputs ``out`` ({task: [B, C, H, W]} at the input
-    size); return each image's post-processed predictions at the resolution it was scored at.
-
-    ``input``: predictions at the network input size against the transformed labels (the old behaviour).
-    ``original``: each image's prediction mapped back to its original size (:func:`to_original`) and
-    scored against its untransformed label. The mapping interpolates the *raw* outputs (class logits,
-    edge/saliency logits, depth, unnormalised normals) bilinearly and then applies :func:`postprocess`
-    (argmax happens in the metric, sigmoid, renormalisation). That is the MTL survey's protocol
-    (``INFER_FLAGVALS``) in spirit; it differs in that the survey resizes the *post-processed* maps, the
-    semseg/human_parts label maps with nearest neighbour and sigmoid probabilities and normals linearly
-    (normals re-normalised when read back), so class borders and probabilities differ slightly in
-    blurry regions; depth is the same.
-    """
-    tasks = list(metrics)
-    if eval_resolution == "input":
-        preds = {t: postprocess(t, out[t]) for t in tasks}
-        for t in tasks:
-            metrics[t].update(preds[t], batch[t])
-        return [{t: preds[t][i] for t in tasks} for i in range(batch["image"].shape[0])]
-    in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
-    boxes = batch["valid_box"].tolist()
-    sizes = [tuple(hw) for hw in batch["original_size"].tolist()]
-    if all(b == [0, 0, *in_size] and hw == in_size for b, hw in zip(boxes, sizes, strict=True)):
-        # the input is every image at its original size: score the whole batch at once, exactly as ``input``
-        preds = {t: postprocess(t, out[t]) for t in tasks}
-        for t in tasks:
-            metrics[t].update(preds[t], batch["original"][t])
-        return [{t: preds[t][i] for t in tasks} for i in range(len(boxes))]
-    per_image = []
-    for i, (box, (h, w)) in enumerate(zip(boxes, sizes, strict=True)):
-        preds = {t: postprocess(t, to_original(out[t][i], box, in_size, (h, w))[None]) for t in tasks}
-        for t in tasks:
-            metrics[t].update(preds[t], batch["original"][t][i : i + 1, ..., :h, :w])
-        per_image.append({t: p[0] for t, p in preds.items()})
-    return per_image
+    def close(self) -> None:
+        """Stop the metrics' worker processes (the boundary metric's), also when evaluation fails."""
+        for m in self.metrics.values():
+            if hasattr(m, "close"):
+                m.close()
 
 
 def _class_names(dataset: Any, task: str) -> list[str] | None:
@@ -217,18 +97,8 @@ def _class_names(dataset: Any, task: str) -> list[str] | None:
     return list(dataset.classes) if task == "semseg" else None
 
 
-def infer(model: torch.nn.Module, batch: dict[str, Any], fast: FastPath) -> tuple[Any, dict[str, Tensor]]:
-    """Features and outputs of an eval-mode model on one batch, in the path's memory format and precision."""
-    image = fast.image(batch["image"])
-    size = (int(image.shape[-2]), int(image.shape[-1]))
-    with fast.autocast(image.device):
-        feats = model.encode(image)
-        out = model.decode(feats, size, **decode_inputs(model, batch, size))
-    return feats, out
-
-
-def evaluate(
-    run_dir: str | Path,
+def load_evaluation(
+    run_dir: Path,
     split: str | None = None,
     data_root: str | None = None,
     device: str | None = None,
@@ -236,17 +106,8 @@ def evaluate(
     eval_resolution: str | None = None,
     boundary_workers: int | None = None,
     model_file: str | Path | None = None,
-) -> dict[str, Any]:
-    """Score a finished run on ``split`` and write ``metrics.json`` (+ a few predictions).
-
-    ``model_file``: score a ``.mtl3d`` model file instead (:mod:`mtl3d.engine.modelfile`); ``run_dir`` is
-    then only where ``metrics.json`` and the predictions go.
-
-    ``eval_resolution`` overrides the run's ``data.eval_resolution`` (``original`` | ``input``).
-    ``boundary_workers``: processes that score edges while the network runs; default ``min(4, CPUs)``
-    when the split has more than a handful of images, else 0 (no process start-up for tiny splits).
-    """
-    run_dir = Path(run_dir)
+) -> Evaluation:
+    """The run (or the model file) ready to score; the arguments are :func:`evaluate`'s."""
     if model_file is not None:
         from mtl3d.engine.modelfile import load_run_state
 
@@ -256,10 +117,9 @@ def evaluate(
     if data_root is not None:
         cfg.data.root = data_root
     if eval_resolution is not None:
-        if eval_resolution not in ("original", "input"):
+        if eval_resolution not in EVAL_RESOLUTIONS:
             raise UserError(f"unknown eval resolution {eval_resolution!r}; valid: input, original")
         cfg.data.eval_resolution = eval_resolution
-    mode = cfg.data.eval_resolution
     dev = resolve_device(device or cfg.device)
     info = get_dataset_info(cfg.data.dataset)
     split = split or cfg.data.eval_split
@@ -306,6 +166,25 @@ def evaluate(
         )
         for t in tasks
     }
+    return Evaluation(cfg, dev, split, cfg.data.eval_resolution, tasks, dataset, model, fast, branch, metrics)
+
+
+# -------------------------------------------------------------------------------------------- inference
+@dataclass
+class Pass:
+    """What one pass over the split measured besides the metrics (which accumulate in place)."""
+
+    n_images: int = 0
+    forward_s: float = 0.0
+    in_size: tuple[int, int] = (0, 0)  # network input size of the last batch
+    original_sizes: list[list[int]] = field(default_factory=list)
+    image_ids: list[str] = field(default_factory=list)  # per_image.npz rows, in scoring order
+
+
+def run_inference(ev: Evaluation, rd: RunDir, progress: bool = True) -> Pass:
+    """Score every image of the split into ``ev.metrics``, timing the forward passes (the host network
+    only) and saving the first ``n_saved_predictions`` images' predictions under ``rd.predictions``."""
+    cfg, dev, dataset, mode = ev.cfg, ev.device, ev.dataset, ev.mode
     loader = DataLoader(
         dataset,
         batch_size=cfg.eval_batch_size,
@@ -313,96 +192,35 @@ def evaluate(
         num_workers=loader_workers(cfg.data.num_workers, dev),
         collate_fn=collate_eval,
     )
-    pred_dir = run_dir / "predictions"
     n_save = cfg.n_saved_predictions
     saved = 0
-    forward_s = 0.0
-    n_images = 0
-    original_sizes: list[list[int]] = []
-    image_ids: list[str] = []  # per_image.npz rows, in scoring order
-    in_size: tuple[int, int] = (0, 0)
-    try:
-        for batch in tqdm(loader, desc=f"evaluate {run_dir.name}", disable=not progress, dynamic_ncols=True):
-            batch = to_device(batch, dev)
-            with torch.no_grad():
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
-                feats, out = infer(model, batch, fast)  # feats kept: the branch renders from them below
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                forward_s += time.perf_counter() - t0
-                preds = score_batch(out, batch, metrics, mode)
-                rendered = None
-                if branch is not None and saved < n_save:
-                    rendered = branch(feats, batch["K"], in_size)
-            n_images += batch["image"].shape[0]
-            original_sizes += batch["original_size"].tolist()
-            image_ids += [str(dataset.ids[int(j)]) for j in batch["index"]]
-            for i in range(batch["image"].shape[0]):
-                if saved >= n_save:
-                    break
-                arrays = _saved_arrays(batch, i, preds[i], rendered, in_size, mode)
-                _save_npz(pred_dir / f"{dataset.ids[int(batch['index'][i])]}.npz", arrays)
-                saved += 1
-
-        results: dict[str, Any] = {}
-        protocols: dict[str, str] = {}
-        for t, m in metrics.items():
-            results[t] = {
-                k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()
-            }
-            protocols[t] = m.protocol
-        # per-image sufficient statistics (keys "<task>/<stat>"), for bootstrap comparisons of runs
-        per_image = {f"{t}/{k}": v for t, m in metrics.items() for k, v in m.per_image().items()}
-        per_image["image_ids"] = np.array(image_ids)
-        _save_npz(run_dir / PER_IMAGE_FILE, per_image)
-    finally:
-        for m in metrics.values():
-            if hasattr(m, "close"):
-                m.close()  # worker processes of the boundary metric, also when evaluation fails
-    h, w = in_size
-    n_params, n_flops = inference_cost(model, (h, w), dev)
-    sizes = np.array(original_sizes, dtype=np.int64).reshape(-1, 2)
-    report = {
-        "run": {
-            "dataset": cfg.data.dataset,
-            "dataset_variant": dataset.manifest.get("variant"),
-            "model": cfg.model.name,
-            "backbone": cfg.model.backbone,
-            "regularizer": cfg.regularizer.enabled,
-            "variant": cfg.model.name + ("+3d" if cfg.regularizer.enabled else ""),
-            "seed": cfg.seed,
-            "tasks": tasks,
-            "aux_only_tasks": [t for t in cfg.tasks if t not in tasks],
-            "iters": cfg.iters,
-        },
-        "split": split,
-        "n_images": n_images,
-        "resolution": [h, w],  # network input size (of the last batch)
-        "resize_mode": cfg.data.resize_mode,
-        # where predictions were scored: each image's original size, or the network input size
-        "eval_resolution": mode,
-        "original_sizes": {
-            "min": sizes.min(axis=0).tolist() if len(sizes) else None,
-            "max": sizes.max(axis=0).tolist() if len(sizes) else None,
-            "distinct": int(len({tuple(r) for r in sizes.tolist()})),
-        },
-        "metrics": results,
-        "protocols": protocols,
-        "per_image": PER_IMAGE_FILE,
-        "params": n_params,
-        "params_total": count_params(model),
-        "flops": n_flops,
-        "timing": {
-            "train_s": _train_seconds(run_dir),
-            "ms_per_image": 1000.0 * forward_s / max(n_images, 1),
-            "device": dev.type,
-        },
-    }
-    atomic_write_json(run_dir / "metrics.json", report)
-    return report
+    seen = Pass()
+    for batch in tqdm(loader, desc=f"evaluate {rd.path.name}", disable=not progress, dynamic_ncols=True):
+        batch = to_device(batch, dev)
+        with torch.no_grad():
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            in_size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
+            feats, out = infer(ev.model, batch, ev.fast)  # feats kept: the branch renders from them below
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            seen.forward_s += time.perf_counter() - t0
+            preds = score_batch(out, batch, ev.metrics, mode)
+            rendered = None
+            if ev.branch is not None and saved < n_save:
+                rendered = ev.branch(feats, batch["K"], in_size)
+        seen.in_size = in_size
+        seen.n_images += batch["image"].shape[0]
+        seen.original_sizes += batch["original_size"].tolist()
+        seen.image_ids += [str(dataset.ids[int(j)]) for j in batch["index"]]
+        for i in range(batch["image"].shape[0]):
+            if saved >= n_save:
+                break
+            arrays = _saved_arrays(batch, i, preds[i], rendered, in_size, mode)
+            _save_npz(rd.prediction(dataset.ids[int(batch["index"][i])]), arrays)
+            saved += 1
+    return seen
 
 
 def _saved_arrays(
@@ -425,7 +243,7 @@ def _saved_arrays(
     for t, pred in preds.items():
         gt = batch[t][i] if mode == "input" else batch["original"][t][i, ..., :h, :w]
         arrays[f"gt_{t}"] = gt.cpu().numpy()
-        arrays[f"pred_{t}"] = _compact(t, pred)
+        arrays[f"pred_{t}"] = get_task(t).compact(pred)
 
     def back(x: Tensor) -> Tensor:
         return x if mode == "input" else to_original(x, box, in_size, (h, w))
@@ -433,16 +251,121 @@ def _saved_arrays(
     if rendered is not None:
         arrays["reg_depth"] = back(rendered["depth"][i].float()).cpu().numpy()
         for t, v in rendered["tasks"].items():
-            arrays[f"reg_{t}"] = _compact(t, postprocess(t, back(v[i].float())[None])[0])
+            arrays[f"reg_{t}"] = get_task(t).compact(postprocess(t, back(v[i].float())[None])[0])
     return arrays
 
 
-def _train_seconds(run_dir: Path) -> float | None:
-    import csv
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    def write(p: Path) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        p.write_bytes(buf.getvalue())
 
-    log = run_dir / "train_log.csv"
-    if not log.is_file():
-        return None
-    with log.open() as f:
-        rows = list(csv.DictReader(f))
-    return float(rows[-1]["time_s"]) if rows else None
+    atomic_write(path, write)
+
+
+# ----------------------------------------------------------------------------------------------- report
+def metric_results(metrics: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Every task's metrics (NaN as None: JSON has no NaN) and the protocol each follows."""
+    results: dict[str, dict[str, Any]] = {}
+    protocols: dict[str, str] = {}
+    for t, m in metrics.items():
+        results[t] = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.compute().items()
+        }
+        protocols[t] = m.protocol
+    return results, protocols
+
+
+def per_image_arrays(metrics: dict[str, Any], image_ids: list[str]) -> dict[str, np.ndarray]:
+    """The per-image sufficient statistics (keys ``<task>/<stat>``) and the image ids, row by row: what
+    bootstrap comparisons of runs resample."""
+    per_image = {f"{t}/{k}": v for t, m in metrics.items() for k, v in m.per_image().items()}
+    per_image["image_ids"] = np.array(image_ids)
+    return per_image
+
+
+def build_report(
+    ev: Evaluation,
+    rd: RunDir,
+    seen: Pass,
+    results: dict[str, dict[str, Any]],
+    protocols: dict[str, str],
+) -> dict[str, Any]:
+    """``metrics.json``'s content: the run, the split and resolution scored, the metrics with their
+    protocols, parameters and FLOPs of one inference forward pass, and timings."""
+    cfg = ev.cfg
+    h, w = seen.in_size
+    n_params, n_flops = inference_cost(ev.model, (h, w), ev.device)
+    sizes = np.array(seen.original_sizes, dtype=np.int64).reshape(-1, 2)
+    return {
+        "run": {
+            "dataset": cfg.data.dataset,
+            "dataset_variant": ev.dataset.manifest.get("variant"),
+            "model": cfg.model.name,
+            "backbone": cfg.model.backbone,
+            "regularizer": cfg.regularizer.enabled,
+            "variant": variant_name(cfg.model.name, cfg.regularizer.enabled),
+            "seed": cfg.seed,
+            "tasks": ev.tasks,
+            "aux_only_tasks": [t for t in cfg.tasks if t not in ev.tasks],
+            "iters": cfg.iters,
+        },
+        "split": ev.split,
+        "n_images": seen.n_images,
+        "resolution": [h, w],  # network input size (of the last batch)
+        "resize_mode": cfg.data.resize_mode,
+        # where predictions were scored: each image's original size, or the network input size
+        "eval_resolution": ev.mode,
+        "original_sizes": {
+            "min": sizes.min(axis=0).tolist() if len(sizes) else None,
+            "max": sizes.max(axis=0).tolist() if len(sizes) else None,
+            "distinct": int(len({tuple(r) for r in sizes.tolist()})),
+        },
+        "metrics": results,
+        "protocols": protocols,
+        "per_image": RunDir.PER_IMAGE,
+        "params": n_params,
+        "params_total": count_params(ev.model),
+        "flops": n_flops,
+        "timing": {
+            "train_s": rd.train_seconds(),
+            "ms_per_image": 1000.0 * seen.forward_s / max(seen.n_images, 1),
+            "device": ev.device.type,
+        },
+    }
+
+
+def evaluate(
+    run_dir: str | Path,
+    split: str | None = None,
+    data_root: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    eval_resolution: str | None = None,
+    boundary_workers: int | None = None,
+    model_file: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score a finished run on ``split`` and write ``metrics.json``, ``per_image.npz`` and a few
+    predictions into ``run_dir``; returns ``metrics.json``'s content.
+
+    ``model_file``: score a ``.mtl3d`` model file instead (:mod:`mtl3d.engine.modelfile`); ``run_dir`` is
+    then only where the files go.
+
+    ``eval_resolution`` overrides the run's ``data.eval_resolution`` (``original`` | ``input``).
+    ``boundary_workers``: processes that score edges while the network runs; default ``min(4, CPUs)``
+    when the split has more than a handful of images, else 0 (no process start-up for tiny splits).
+    """
+    rd = RunDir(run_dir)
+    ev = load_evaluation(
+        rd.path, split, data_root, device, progress, eval_resolution, boundary_workers, model_file
+    )
+    try:
+        seen = run_inference(ev, rd, progress)
+        results, protocols = metric_results(ev.metrics)
+        _save_npz(rd.per_image, per_image_arrays(ev.metrics, seen.image_ids))
+    finally:
+        ev.close()
+    report = build_report(ev, rd, seen, results, protocols)
+    atomic_write_json(rd.metrics, report)
+    return report

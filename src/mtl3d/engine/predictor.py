@@ -7,8 +7,8 @@ regularizer is a training-time branch and is never loaded.
 Input policy (from the model's recipe, as at evaluation): ``resize`` models see every image resized to
 the training input size; ``pad`` models see it padded (centred) to the input size, after scaling it down
 to fit if it is larger (evaluation never needs that, a photo may). Outputs are mapped back to each image's
-original size with the evaluator's own steps (:func:`~mtl3d.engine.evaluator.to_original`, then
-:func:`~mtl3d.engine.evaluator.postprocess`), so a model predicts on a dataset image exactly what
+original size with the evaluator's own steps (:func:`~mtl3d.engine.inference.to_original`, then
+:func:`~mtl3d.engine.inference.postprocess`), so a model predicts on a dataset image exactly what
 ``mtl3d evaluate`` scores.
 """
 
@@ -27,9 +27,11 @@ from mtl3d import config as C
 from mtl3d.data.folder import read_manifest
 from mtl3d.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize
 from mtl3d.engine import modelfile
-from mtl3d.engine.evaluator import collate_eval, infer, load_run, postprocess, to_original
+from mtl3d.engine.evaluator import load_run
 from mtl3d.engine.fastpath import FastPath
-from mtl3d.engine.trainer import resolve_device, to_device
+from mtl3d.engine.inference import collate_eval, infer, postprocess, to_original
+from mtl3d.engine.rundir import RunDir, variant_name
+from mtl3d.engine.runtime import resolve_device, to_device
 from mtl3d.errors import UserError
 from mtl3d.models import build_model
 from mtl3d.tasks import get_task
@@ -156,7 +158,7 @@ def describe_run(run_dir: str | Path, data_root: str | Path | None = None) -> tu
             f"run {run_dir} has no input size (data.height/width) and its dataset's manifest gives none"
         )
     metrics = None
-    mpath = run_dir / "metrics.json"
+    mpath = RunDir(run_dir).metrics
     if mpath.is_file():
         rep = json.loads(mpath.read_text())
         metrics = {k: rep.get(k) for k in ("split", "n_images", "eval_resolution", "metrics", "protocols")}
@@ -178,7 +180,7 @@ def describe_run(run_dir: str | Path, data_root: str | Path | None = None) -> tu
         },
         "run": {
             "name": run_dir.name,
-            "variant": cfg.model.name + ("+3d" if cfg.regularizer.enabled else ""),
+            "variant": variant_name(cfg.model.name, cfg.regularizer.enabled),
             "seed": cfg.seed,
             "iters": cfg.iters,
         },

@@ -13,17 +13,15 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtl3d import config as C
@@ -38,9 +36,14 @@ from mtl3d.engine.checkpoint import (
 )
 from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distributed, rank_seed
 from mtl3d.engine.fastpath import FastPath
+from mtl3d.engine.optim import build_optimizer, load_optimizer_state, lr_lambda
+from mtl3d.engine.rundir import RunDir
+from mtl3d.engine.runtime import loader_workers, resolve_device, seed_everything, to_device
+from mtl3d.engine.sampler import StepSampler
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import build_model, decode_inputs, split_outputs
+from mtl3d.models.base import TrainingHooks
 from mtl3d.tasks import classes_for, get_task
 
 # Keys that may differ when re-running a command on an existing run dir (they do not change
@@ -55,165 +58,6 @@ _RESUME_FREE_KEYS = (
     "n_saved_predictions",
     "regularizer.chunk_rays",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("config asks for device 'cuda' but CUDA is not available; use --device cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class StepSampler(Sampler[list[tuple[int, int]]]):
-    """Yields, for steps ``start..iters-1``, the ``accum`` micro-batches of ``(index, augmentation seed)``.
-
-    Micro-batch ``m = step·accum + i`` holds sample numbers ``p = m·B·world + rank·B + j``, which walk
-    through per-epoch permutations, each drawn from a generator seeded by (seed, epoch): no state to
-    save, exact on resume. So one step sees the same samples (and augmentation seeds) whether they come
-    as one batch of ``B·accum·world``, as ``accum`` micro-batches, or split over ``world`` ranks.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch: int,
-        iters: int,
-        seed: int,
-        start: int = 0,
-        dist: DistInfo | None = None,
-        accum: int = 1,
-    ) -> None:
-        self.n, self.batch, self.iters, self.seed, self.start = n, batch, iters, seed, start
-        self.dist = dist or DistInfo()
-        self.accum = accum
-        self._perms: dict[int, Tensor] = {}
-
-    def _perm(self, epoch: int) -> Tensor:
-        if epoch not in self._perms:
-            self._perms = {
-                epoch: torch.randperm(
-                    self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)
-                )
-            }
-        return self._perms[epoch]
-
-    def batch_at(self, micro: int) -> list[tuple[int, int]]:
-        """The batch of micro-batch number ``micro`` (= the step when ``accum`` is 1)."""
-        out = []
-        base = micro * self.batch * self.dist.world_size + self.dist.rank * self.batch
-        for j in range(self.batch):
-            p = base + j
-            idx = int(self._perm(p // self.n)[p % self.n])
-            out.append((idx, (self.seed * 1_000_003 + p) % 2**62))
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for micro in range(self.start * self.accum, self.iters * self.accum):
-            yield self.batch_at(micro)
-
-    def __len__(self) -> int:
-        return max(0, self.iters - self.start) * self.accum
-
-
-def lr_lambda(o: C.OptimConfig, iters: int, steps_per_epoch: int):
-    """The learning-rate factor at an iteration: poly to 0, step decay at milestones, or constant.
-
-    With ``schedule_unit: epoch`` the factor changes only at epoch boundaries (the survey's
-    per-epoch poly); milestones are then counted in epochs.
-    """
-    per = steps_per_epoch if o.schedule_unit == "epoch" else 1
-    total = -(-iters // per)
-
-    def factor(step: int) -> float:
-        t = step // per
-        if o.schedule == "poly":
-            return max(0.0, 1.0 - t / total) ** o.poly_power
-        if o.schedule == "step":
-            return o.gamma ** sum(t >= m for m in o.milestones)
-        return 1.0
-
-    return factor
-
-
-def is_backbone_param(name: str) -> bool:
-    """Parameters of a model's ``encoder`` (``encoder.*``, or ``nets.<task>.encoder.*`` in stl)."""
-    return name.startswith("encoder.") or ".encoder." in name
-
-
-def build_optimizer(
-    o: C.OptimConfig, model: nn.Module, branch: nn.Module | None, fused: bool = False
-) -> torch.optim.Optimizer:
-    """Two parameter groups: heads/decoders/branch at ``lr`` (group 0), the encoder at ``backbone_lr``.
-
-    A search model's architecture parameters are left out: they get their own optimiser. ``fused``:
-    one kernel launch for every parameter (the CUDA path); off, torch's defaults, which keep the CPU
-    numbers (and the bit-exact resume tests) as they are.
-    """
-    arch = {id(p) for p in getattr(model, "arch_parameters", list)()}
-    named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch]
-    heads = [p for n, p in named if not is_backbone_param(n)]
-    backbone = [p for n, p in named if is_backbone_param(n)]
-    if branch is not None:
-        heads += list(branch.parameters())
-    groups = [{"params": heads, "lr": o.lr, "name": "heads"}]
-    if backbone:
-        lr = o.lr if o.backbone_lr is None else o.backbone_lr
-        groups.append({"params": backbone, "lr": lr, "name": "backbone"})
-    kernel = {"fused": True} if fused else {}
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kernel)
-    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **kernel)
-
-
-# Per-group settings that choose the optimiser's kernel, not its maths: they follow the machine a run
-# is on now, never the checkpoint it resumes from (a CPU checkpoint resumed on a GPU runs fused).
-_KERNEL_KEYS = ("fused", "foreach", "capturable", "differentiable")
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    kernel = [{k: g[k] for k in _KERNEL_KEYS if k in g} for g in opt.param_groups]
-    opt.load_state_dict(state)
-    for group, keep in zip(opt.param_groups, kernel, strict=True):
-        for k in _KERNEL_KEYS:
-            group.pop(k, None)
-        group.update(keep)
-
-
-# Loader workers per GPU process when data.num_workers is unset: one batch of 8 at 448×576 with the pad-mode
-# augmentation takes about a second on one core, longer than a step of the paper's hosts on one GPU.
-MAX_AUTO_WORKERS = 8
-
-
-def loader_workers(requested: int | None, device: torch.device) -> int:
-    """``data.num_workers`` if set; else none on a CPU (workers would take the training's own cores) and,
-    on CUDA, the cores this process may use, shared by the processes on the machine, less one for the
-    training loop itself, at most ``MAX_AUTO_WORKERS``."""
-    if requested is not None:
-        return requested
-    if device.type != "cuda":
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(MAX_AUTO_WORKERS, per_process - 1))
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -302,17 +146,19 @@ def require_sync_bn_device(device: torch.device) -> None:
         raise UserError("sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
 
 
-def ddp_find_unused(model: nn.Module, branch: nn.Module | None, cfg: C.TrainConfig) -> bool:
+def ddp_find_unused(
+    model: nn.Module, branch: nn.Module | None, cfg: C.TrainConfig, hooks: TrainingHooks
+) -> bool:
     """Whether some trained parameter can get no gradient in a step (DDP then must search the graph).
 
     True for: a model with a ``ddp_find_unused = True`` attribute (none needs it today: every host
-    model's parameters all get gradients, checked per model); a search (it has architecture
-    parameters: a block fixed early skips its other candidates, whose weights then get none); the
-    regularizer in ``mode: flat`` (its density head gets none). Else False, DDP's cheaper path.
+    model's parameters all get gradients, checked per model); training hooks that say so (a search: a
+    block fixed early skips its other candidates, whose weights then get none); the regularizer in
+    ``mode: flat`` (its density head gets none). Else False, DDP's cheaper path.
     """
     return (
         bool(getattr(model, "ddp_find_unused", False))
-        or bool(model.arch_parameters())
+        or hooks.find_unused_parameters
         or (branch is not None and cfg.regularizer.mode == "flat")
     )
 
@@ -369,11 +215,10 @@ class Run:
         if self.fast.cudnn_benchmark:
             # fixed input sizes within a run: let cuDNN pick the fastest convolution algorithms once
             torch.backends.cudnn.benchmark = True
-        self.optimizer = build_optimizer(cfg.optim, self.model, self.branch, fused=self.fast.fused_optimizer)
-        arch = self.model.arch_parameters()
-        # A search's architecture logits: Adam without weight decay and without schedule (ATRC).
-        self.arch_optimizer = (
-            torch.optim.Adam(arch, lr=self.model.arch_lr, weight_decay=0.0) if arch else None
+        # What the model adds to the loop (a search's own optimiser and schedules), once it is final.
+        self.hooks = self.model.training_hooks()
+        self.optimizer = build_optimizer(
+            cfg.optim, self.model, self.branch, fused=self.fast.fused_optimizer, exclude=self.hooks.parameters
         )
         self.global_batch = cfg.batch_size * cfg.grad_accum * self.dist.world_size
         steps_per_epoch = max(1, -(-len(self.train_set) // self.global_batch))
@@ -389,7 +234,7 @@ class Run:
                 self.step_module,
                 # init_distributed made the local rank's GPU the current one; the model lives there
                 device_ids=[torch.cuda.current_device()] if cuda else None,
-                find_unused_parameters=ddp_find_unused(self.model, self.branch, cfg),
+                find_unused_parameters=ddp_find_unused(self.model, self.branch, cfg, self.hooks),
             )
             self.train_step = self.ddp
         if cfg.compile:
@@ -419,18 +264,18 @@ class Run:
     def step(self, batch: dict[str, Any] | list[dict[str, Any]], step: int = 0) -> dict[str, Tensor]:
         """One optimisation step over a batch or a list of micro-batches (gradient accumulation).
 
-        ``step`` (0-based) drives the model's own schedules (a search's). Returns the losses, mean over
-        the micro-batches, as detached tensors on the device: reading them waits for the device, so
-        the caller does it only when it logs (``loss_values``).
+        ``step`` (0-based) drives the model's training hooks (a search's schedules). Returns the losses,
+        mean over the micro-batches, as detached tensors on the device: reading them waits for the
+        device, so the caller does it only when it logs (``loss_values``).
         """
         micro = batch if isinstance(batch, list) else [batch]
         self.model.train()
-        self.model.begin_step(step, self.cfg.iters)
+        self.hooks.before_step(step, self.cfg.iters)
         if self.branch is not None:
             self.branch.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.arch_optimizer is not None:
-            self.arch_optimizer.zero_grad(set_to_none=True)
+        optimizers = [self.optimizer, *self.hooks.optimizers.values()]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         sums: dict[str, Tensor] = {}
         for i, b in enumerate(micro):
             last = i == len(micro) - 1
@@ -446,9 +291,8 @@ class Run:
         if self.cfg.optim.grad_clip:
             for group in self.clip_groups():
                 torch.nn.utils.clip_grad_norm_(group, self.cfg.optim.grad_clip)
-        self.optimizer.step()
-        if self.arch_optimizer is not None:
-            self.arch_optimizer.step()
+        for opt in optimizers:
+            opt.step()
         self.scheduler.step()
         return sums if len(micro) == 1 else {k: v / len(micro) for k, v in sums.items()}
 
@@ -459,7 +303,7 @@ class Run:
             "model": self.model.state_dict(),
             "branch": self.branch.state_dict() if self.branch is not None else None,
             "optimizer": self.optimizer.state_dict(),
-            "arch_optimizer": self.arch_optimizer.state_dict() if self.arch_optimizer is not None else None,
+            **{name: opt.state_dict() for name, opt in self.hooks.optimizers.items()},
             "scheduler": self.scheduler.state_dict(),
             "rng": gather_rng_states(self.device, self.dist),
             "config": C.to_dict(self.cfg),
@@ -471,8 +315,8 @@ class Run:
         if self.branch is not None and ckpt.get("branch") is not None:
             self.branch.load_state_dict(ckpt["branch"])
         load_optimizer_state(self.optimizer, ckpt["optimizer"])
-        if self.arch_optimizer is not None:
-            load_optimizer_state(self.arch_optimizer, ckpt["arch_optimizer"])
+        for name, opt in self.hooks.optimizers.items():
+            load_optimizer_state(opt, ckpt[name])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         warning = restore_rng_state(ckpt["rng"], self.device, self.dist)
         if warning:
@@ -528,48 +372,34 @@ def _log_csv(rows: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-    return [r for r in rows if r["step"] <= upto]
-
-
 def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Train (or resume, or do nothing if finished) the run in ``out_dir``; returns ``out_dir``."""
     out = Path(out_dir)
-    ckpt_path, log_path, done_path, cfg_path, info_path = (
-        out / "last.pt",
-        out / "train_log.csv",
-        out / "done",
-        out / "config.yaml",
-        out / "run_info.json",
-    )
+    rd = RunDir(out)
     check_out_dir(out)
-    if cfg_path.is_file():
-        check_same_run(C.read_yaml(cfg_path), cfg, cfg_path)
+    if rd.config.is_file():
+        check_same_run(C.read_yaml(rd.config), cfg, rd.config)
     ckpt = None
-    if ckpt_path.is_file():
+    if rd.checkpoint.is_file():
         # the checkpoint's own config decides, also where config.yaml is missing
-        ckpt = load_checkpoint(ckpt_path)
-        check_same_run(ckpt.get("config") or {}, cfg, ckpt_path)
-    if done_path.is_file() and ckpt is not None:
-        if not cfg_path.is_file():  # checked against the checkpoint above: `evaluate` reads it
-            C.save(cfg, cfg_path)
+        ckpt = load_checkpoint(rd.checkpoint)
+        check_same_run(ckpt.get("config") or {}, cfg, rd.checkpoint)
+    if rd.done.is_file() and ckpt is not None:
+        if not rd.config.is_file():  # checked against the checkpoint above: `evaluate` reads it
+            C.save(cfg, rd.config)
         print(f"{out}: already trained ({cfg.iters} iterations); nothing to do")
         return out
-    for stale in out.glob(".*.tmp"):  # left by a write that was killed mid-way
+    for stale in rd.stale_temporaries():
         stale.unlink(missing_ok=True)
     dist = init_distributed(resolve_device(cfg.device).type)
     try:
-        check_same_world(info_path, dist)
+        check_same_world(rd.run_info, dist)
         run = Run(cfg, dist)
         start = run.load_state(ckpt) if ckpt is not None else 0
-        if dist.is_main and not cfg_path.is_file():
+        if dist.is_main and not rd.config.is_file():
             out.mkdir(parents=True, exist_ok=True)
-            C.save(cfg, cfg_path)
-        if dist.is_main and not info_path.is_file():
+            C.save(cfg, rd.config)
+        if dist.is_main and not rd.run_info.is_file():
             # Beside config.yaml, not in it: these depend on the launch (world size), which
             # check_same_run must not compare as config.
             info = {
@@ -578,8 +408,8 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
                 "grad_accum": cfg.grad_accum,
                 "global_batch": run.global_batch,
             }
-            atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
-        rows = _read_log(log_path, start)
+            atomic_write_text(rd.run_info, json.dumps(info, indent=2) + "\n")
+        rows = rd.read_train_log(upto=start)
         elapsed = rows[-1]["time_s"] if rows else 0.0
         sampler = StepSampler(
             len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist, cfg.grad_accum
@@ -644,14 +474,14 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
                 state = run.state(step)  # every rank: it gathers each rank's random state
                 if dist.is_main:
                     # Log first: a kill between the two writes leaves log rows past the checkpoint,
-                    # which resume drops (_read_log upto), never a checkpoint past the log's last row.
-                    atomic_write_text(log_path, _log_csv(rows))
-                    atomic_torch_save(ckpt_path, state)
+                    # which resume drops (read_train_log upto), never a checkpoint past the log's last row.
+                    atomic_write_text(rd.train_log, _log_csv(rows))
+                    atomic_torch_save(rd.checkpoint, state)
         bar.close()
         if dist.is_main:
             if step < cfg.iters:  # defensive: the sampler always yields up to iters
                 raise RuntimeError("training ended early")
-            atomic_write_text(done_path, f"{cfg.iters}\n")
+            atomic_write_text(rd.done, f"{cfg.iters}\n")
         barrier(dist)
     finally:
         cleanup(dist)

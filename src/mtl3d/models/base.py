@@ -23,6 +23,25 @@ from torch import Tensor, nn
 AUX_KEY = "aux"
 
 
+class TrainingHooks:
+    """A model's additions to the generic training loop, which calls them without knowing what they are.
+
+    The trainer leaves ``parameters`` out of its optimiser; steps, zeroes, checkpoints (under each name)
+    and restores every one of ``optimizers``; calls ``before_step`` before each step's forward; and
+    tells DDP to look for parameters without a gradient when ``find_unused_parameters``. This default
+    adds nothing.
+    """
+
+    find_unused_parameters = False
+
+    def __init__(self) -> None:
+        self.parameters: list[nn.Parameter] = []
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def before_step(self, step: int, total: int) -> None:
+        """Called with the 0-based step and the run's number of steps, the model in its step's mode."""
+
+
 class DenseModel(nn.Module):
     """Base class of every multi-task model.
 
@@ -102,12 +121,10 @@ class DenseModel(nn.Module):
     def fit_to_data(self, dataset: Any) -> None:
         """Fit data-derived buffers (ATRC's normals codebook) from the training set, before training."""
 
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """Architecture parameters of a search (ATRC): the trainer gives them their own optimiser."""
-        return []
-
-    def begin_step(self, step: int, total: int) -> None:
-        """Called before each training step (schedules of a search)."""
+    def training_hooks(self) -> TrainingHooks:
+        """What this model adds to the generic training loop (an architecture search's own optimiser
+        and schedules); the default adds nothing. Called once, when a run has built the model."""
+        return TrainingHooks()
 
     def extra_losses(self) -> dict[str, Tensor]:
         """Weighted loss terms beyond the task losses (a search's entropy regulariser), added to the total."""

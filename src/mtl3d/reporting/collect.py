@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from mtl3d.engine.rundir import REG_SUFFIX, RunDir, find_runs, parse_seed
 from mtl3d.errors import UserError
 
 COLUMNS = [
@@ -40,7 +40,6 @@ RUN_TASK = "_run"
 ALL_TASKS = "all"
 DELTA = "delta_m"
 GAIN = "gain"
-_SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 def find_metrics(runs_root: str | Path) -> list[Path]:
@@ -48,7 +47,7 @@ def find_metrics(runs_root: str | Path) -> list[Path]:
     root = Path(runs_root)
     if not root.is_dir():
         raise UserError(f"runs root not found: {root}")
-    return sorted(p for p in root.glob("*/*/seed*/metrics.json") if _SEED_DIR.match(p.parent.name))
+    return [rd.metrics for rd in find_runs(root, RunDir.METRICS)]
 
 
 def _number(v: Any) -> float:
@@ -71,15 +70,15 @@ def run_rows(path: str | Path, study: str) -> list[dict[str, Any]]:
         raise UserError(f"{path} is not an mtl3d metrics.json (no 'run'/'metrics')")
     run = data["run"]
     seed_dir, variant_dir, dataset_dir = path.parent, path.parent.parent, path.parent.parent.parent
-    seed = int(_SEED_DIR.match(seed_dir.name).group(1))
+    seed = parse_seed(seed_dir.name)
     if "seed" in run and int(run["seed"]) != seed:
         raise UserError(f"{path}: run seed {run['seed']} does not match its folder {seed_dir.name}")
     base = {
         "study": study,
         "dataset": dataset_dir.name,
-        "model": run.get("model", variant_dir.name.removesuffix("+3d")),
+        "model": run.get("model", variant_dir.name.removesuffix(REG_SUFFIX)),
         "variant": variant_dir.name,
-        "regularizer": bool(run.get("regularizer", variant_dir.name.endswith("+3d"))),
+        "regularizer": bool(run.get("regularizer", variant_dir.name.endswith(REG_SUFFIX))),
         "backbone": run.get("backbone", ""),
         "seed": seed,
     }

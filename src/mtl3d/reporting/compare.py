@@ -23,7 +23,6 @@ over multiplicity matrices (one matrix product per run and statistic) does it in
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtl3d.engine.rundir import REG_SUFFIX, RunDir, parse_seed
 from mtl3d.errors import UserError
 from mtl3d.metrics.registry import metric_class
-from mtl3d.reporting.study import ABLATION, REG_SUFFIX
+from mtl3d.reporting.study import ABLATION
 from mtl3d.tasks import TASKS
 
-PER_IMAGE = "per_image.npz"
 METHOD = "bootstrap images x paired seeds; percentile CI; p=2min(P(d*<=0),P(d*>=0))"
 DELTA_TASK = "all"
 DELTA_METRIC = "delta_m"
@@ -57,7 +56,6 @@ COLUMNS = [
     "b",
     "dataset",
 ]
-_SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 @dataclass
@@ -79,12 +77,12 @@ def load_variant(dataset_dir: Path, variant: str) -> dict[int, Run]:
     """Every ``seedK`` run of a variant, by seed; a run without per_image.npz is a ``UserError``."""
     runs: dict[int, Run] = {}
     for seed_dir in sorted((dataset_dir / variant).glob("seed*")):
-        m = _SEED_DIR.match(seed_dir.name)
-        if not m or not (seed_dir / "metrics.json").is_file():
+        rd, seed = RunDir(seed_dir), parse_seed(seed_dir.name)
+        if seed is None or not rd.metrics.is_file():
             continue
-        npz = seed_dir / PER_IMAGE
+        npz = rd.per_image
         if not npz.is_file():
-            raise UserError(f"{seed_dir} has no {PER_IMAGE}; re-run `mtl3d evaluate --run {seed_dir}`")
+            raise UserError(f"{seed_dir} has no {RunDir.PER_IMAGE}; re-run `mtl3d evaluate {seed_dir}`")
         with np.load(npz) as data:
             arrays = {k: data[k] for k in data.files}
         stats: dict[str, dict[str, np.ndarray]] = {}
@@ -92,7 +90,7 @@ def load_variant(dataset_dir: Path, variant: str) -> dict[int, Run]:
             if "/" in key:
                 task, stat = key.split("/", 1)
                 stats.setdefault(task, {})[stat] = arr
-        runs[int(m.group(1))] = Run(seed_dir, int(m.group(1)), arrays.get("image_ids", np.array([])), stats)
+        runs[seed] = Run(seed_dir, seed, arrays.get("image_ids", np.array([])), stats)
     return runs
 
 

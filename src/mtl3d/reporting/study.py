@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from mtl3d.config import read_yaml
+from mtl3d.engine.rundir import REG_SUFFIX, run_path
 from mtl3d.errors import UserError
 
 SCHEMA_RELPATH = Path("config") / "schema.yaml"
-REG_SUFFIX = "+3d"
 ABLATION = "@"  # `mtl+3d@sum`: variant `mtl+3d` with one choice changed (config/ablations.yaml)
 
 
@@ -30,7 +30,7 @@ class RunSpec:
 
     @property
     def run_dir(self) -> str:
-        return f"results/runs/{self.study}/{self.dataset}/{self.variant}/seed{self.seed}"
+        return run_path(self.study, self.dataset, self.variant, self.seed)
 
 
 def project_root(start: str | Path | None = None) -> Path | None:

@@ -32,12 +32,11 @@ from mtl3d.models.atrc.search import (
     FIX_MARGIN,
     TEMPERATURE,
     MixedContext,
+    SearchHooks,
     blocks,
     entropy,
-    fix_settled,
-    linear_schedule,
 )
-from mtl3d.models.base import DenseModel
+from mtl3d.models.base import DenseModel, TrainingHooks
 from mtl3d.models.blocks import LevelAdapter, conv_bn_relu, fuse_scales, upsample_to
 from mtl3d.models.label_spaces import LabelSpace, label_space_for, sample_normals
 from mtl3d.models.mtinet import TaskPropagation
@@ -105,7 +104,7 @@ class ATRC(DenseModel):
         self.search_entropy_weight = list(search_entropy_weight or ENTROPY_WEIGHT)
         self.search_fix_margin = search_fix_margin
         self.arch_lr = arch_lr
-        self._entropy_weight = self.search_entropy_weight[0]
+        self.entropy_weight = self.search_entropy_weight[0]  # this step's ω_H (SearchHooks.before_step)
         if search:
             if genotype is not None:
                 raise UserError("an ATRC search model takes no genotype (it finds one)")
@@ -243,24 +242,20 @@ class ATRC(DenseModel):
             return {t: dict(row) for t, row in self.genotype.items()}
         return {t: {s: blk.choice() for s, blk in self.fusion[t].blocks.items()} for t in self.tasks}
 
-    # -- search hooks (no-ops unless ``search``) ------------------------------------------------------
+    # -- the search's additions to training (nothing unless ``search``) ------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits α of every searched block (none unless ``search``)."""
         return [blk.alpha for _, _, blk in blocks(self)]
 
-    def begin_step(self, step: int, total: int) -> None:
-        """Set this step's Gumbel temperature and entropy weight (linear schedules over the run)."""
+    def training_hooks(self) -> TrainingHooks:
+        """For a search: α's own optimiser, the per-step schedules and early fixing (``SearchHooks``)."""
         if not self.search:
-            return
-        tau = linear_schedule(*self.search_temperature, step, total)
-        self._entropy_weight = linear_schedule(*self.search_entropy_weight, step, total)
-        for _, _, blk in blocks(self):
-            blk.temperature, blk.margin = tau, self.search_fix_margin
-        if self.training:
-            fix_settled([blk for _, _, blk in blocks(self)])
+            return super().training_hooks()
+        return SearchHooks(self)
 
     def extra_losses(self) -> dict[str, Tensor]:
         """The search's entropy regulariser ω_H · mean_j H(softmax α_j) (weighted: it joins the total)."""
         if not self.search:
             return {}
         h = torch.stack([entropy(blk.alpha) for _, _, blk in blocks(self)]).mean()
-        return {"search/entropy": self._entropy_weight * h}
+        return {"search/entropy": self.entropy_weight * h}

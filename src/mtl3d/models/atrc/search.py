@@ -1,4 +1,4 @@
-"""ATRC's architecture search (ATRC paper §3.3; released code github.com/brdav/atrc, ``search_pl_model.py``).
+"""ATRC's architecture search (Bruggemann et al., ICCV'21; github.com/brdav/atrc, ``search_pl_model.py``).
 
 Every CP block of the supergraph is a :class:`MixedContext`: all candidates (none, global, local,
 T-label and, off the diagonal, S-label) weighted by a Gumbel-softmax sample of its architecture
@@ -17,6 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,10 @@ from mtl3d.errors import UserError
 from mtl3d.io import atomic_write_text, check_out_file
 from mtl3d.models.atrc.contexts import CONTEXTS, ContextBlock
 from mtl3d.models.atrc.genotype import Genotype, genotype_json, load_genotype, parse_genotype
+from mtl3d.models.base import TrainingHooks
+
+if TYPE_CHECKING:
+    from mtl3d.config import TrainConfig
 
 # The search recipe of the released code (the model's defaults): λ 1.0 → 0.05, ω_H −0.02 → 0.06, fix
 # at a 0.3 margin, Adam lr 5e-4 for α.
@@ -139,6 +144,37 @@ class MixedContext(nn.Module):
         return out
 
 
+class SearchHooks(TrainingHooks):
+    """What a search adds to the training loop: α by its own Adam (no weight decay, no schedule), and
+    before each step the Gumbel temperature and entropy weight of the step and the early fixing.
+
+    DDP must look for parameters without a gradient: a block fixed early skips its other candidates.
+    """
+
+    find_unused_parameters = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.blocks = [blk for _, _, blk in blocks(model)]
+        self.parameters = [blk.alpha for blk in self.blocks]
+        # the checkpoint key of this optimiser since searches were first checkpointed
+        self.optimizers = {
+            "arch_optimizer": torch.optim.Adam(self.parameters, lr=model.arch_lr, weight_decay=0.0)
+        }
+
+    def before_step(self, step: int, total: int) -> None:
+        """Set this step's Gumbel temperature and entropy weight (linear schedules over the run) and, in
+        training mode, fix the blocks that have settled."""
+        model = self.model
+        tau = linear_schedule(*model.search_temperature, step, total)
+        model.entropy_weight = linear_schedule(*model.search_entropy_weight, step, total)
+        for blk in self.blocks:
+            blk.temperature, blk.margin = tau, model.search_fix_margin
+        if model.training:
+            fix_settled(self.blocks)
+
+
 def blocks(model: nn.Module) -> list[tuple[str, str, MixedContext]]:
     """Every (target, source, block) of a search model."""
     return [
@@ -237,3 +273,21 @@ def vote_files(paths: Sequence[str | Path], out: str | Path) -> Path:
     voted, stats = vote(genos)
     atomic_write_text(out, genotype_json(voted, sources=[str(p) for p in paths], **stats) + "\n")
     return out
+
+
+def search_config(cfg: TrainConfig) -> str | None:
+    """Turn an ATRC training config into its search's, in place: the supergraph (``search: true``), no
+    genotype (an ATRC recipe names one for retraining; the search finds its own), and no regularizer
+    (a ``UserError``: it is added when the genotype is retrained). Returns a note for the user when the
+    config named a genotype."""
+    if cfg.regularizer.enabled:
+        raise UserError(
+            "the search runs without the 3D-aware regularizer; add it when retraining the genotype"
+        )
+    note = None
+    if cfg.model.genotype is not None or "genotype" in cfg.model.options:
+        note = f"search: not using the config's genotype ({cfg.model.genotype}); searching one"
+        cfg.model.genotype = None
+        cfg.model.options = {k: v for k, v in cfg.model.options.items() if k != "genotype"}
+    cfg.model.options = {**cfg.model.options, "search": True}
+    return note

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mtl3d.engine.rundir import RunDir, find_runs
 from mtl3d.errors import UserError
-from mtl3d.reporting.figures.study import _SEED_DIR
 from mtl3d.reporting.figures.style import colorize, grid, save_figure
 from mtl3d.reporting.labels import TASK_LABELS, ordered_tasks, variant_order
 
@@ -76,9 +76,9 @@ def qualitative_figure(pred_files: list[Path], num_classes: int = 0, title: str 
 def compare_figure(runs: dict[str, Path], image_id: str, num_classes: int = 0, title: str = "") -> Figure:
     """One image across variants: rows = variants (first row GT), columns = tasks."""
     preds = {
-        v: load_prediction(Path(rd) / "predictions" / f"{image_id}.npz")
+        v: load_prediction(RunDir(rd).prediction(image_id))
         for v, rd in runs.items()
-        if (Path(rd) / "predictions" / f"{image_id}.npz").is_file()
+        if RunDir(rd).prediction(image_id).is_file()
     }
     if not preds:
         raise UserError(f"no run has a saved prediction for {image_id}")
@@ -104,22 +104,14 @@ def compare_figure(runs: dict[str, Path], image_id: str, num_classes: int = 0, t
 def study_runs(runs_root: str | Path) -> pd.DataFrame:
     """Run folders of a study that have predictions: dataset, variant, seed, run_dir."""
     rows = []
-    for pdir in sorted(Path(runs_root).glob("*/*/seed*/predictions")):
-        m = _SEED_DIR.match(pdir.parent.name)
-        if m and any(pdir.glob("*.npz")):
-            rows.append(
-                {
-                    "dataset": pdir.parent.parent.parent.name,
-                    "variant": pdir.parent.parent.name,
-                    "seed": int(m.group(1)),
-                    "run_dir": pdir.parent,
-                }
-            )
+    for rd in find_runs(runs_root, RunDir.PREDICTIONS):
+        if any(rd.predictions.glob("*.npz")):
+            rows.append({"dataset": rd.dataset, "variant": rd.variant, "seed": rd.seed, "run_dir": rd.path})
     return pd.DataFrame(rows, columns=["dataset", "variant", "seed", "run_dir"])
 
 
 def _num_classes(run_dir: Path) -> int:
-    mf = run_dir / "metrics.json"
+    mf = RunDir(run_dir).metrics
     if mf.is_file():
         sem = json.loads(mf.read_text()).get("metrics", {}).get("semseg", {})
         for k in ("num_classes", "n_classes"):
@@ -148,12 +140,12 @@ def write_qualitative(
         }
         first_run = next(iter(by_variant.values()))
         ncls = _num_classes(first_run)
-        ids = sorted(p.stem for p in (first_run / "predictions").glob("*.npz"))[:max_images]
+        ids = sorted(p.stem for p in RunDir(first_run).predictions.glob("*.npz"))[:max_images]
         for image_id in ids:
             fig = compare_figure(by_variant, image_id, ncls, title=f"{dataset} {image_id} (seed {seed})")
             written += save_figure(fig, out / f"compare_{dataset}_{image_id}")
         for v, rd in by_variant.items():
-            files = sorted((rd / "predictions").glob("*.npz"))[:max_images]
+            files = sorted(RunDir(rd).predictions.glob("*.npz"))[:max_images]
             fig = qualitative_figure(files, ncls, title=f"{dataset} / {v} / seed {seed}")
             written += save_figure(fig, out / f"grid_{dataset}_{v.replace('+', '_plus_')}")
     return written

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mtl3d.engine.rundir import RunDir, find_runs
 from mtl3d.reporting.collect import ALL_TASKS, DELTA, GAIN
 from mtl3d.reporting.figures.forest import forest_figure
 from mtl3d.reporting.figures.style import save_figure, theme
 from mtl3d.reporting.labels import TASK_LABELS, ordered_tasks, variant_order
 from mtl3d.reporting.study import ABLATION
-
-_SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 def delta_m_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
@@ -118,20 +116,17 @@ def task_gain_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl"
 
 def read_training_logs(runs_root: str | Path) -> pd.DataFrame:
     """All ``train_log.csv`` of a study, long format: dataset, variant, seed, step, series, value."""
-    root = Path(runs_root)
     frames = []
-    for p in sorted(root.glob("*/*/seed*/train_log.csv")):
-        m = _SEED_DIR.match(p.parent.name)
-        if not m:
-            continue
-        log = pd.read_csv(p)
+    for rd in find_runs(runs_root, RunDir.TRAIN_LOG):
+        log = pd.DataFrame(rd.read_train_log())
         if "step" not in log.columns:
             continue
+        log["step"] = log["step"].astype(int)
         series = [c for c in log.columns if c.startswith(("loss/", "reg/"))]
         long = log.melt(id_vars=["step"], value_vars=series, var_name="series", value_name="value")
-        long.insert(0, "seed", int(m.group(1)))
-        long.insert(0, "variant", p.parent.parent.name)
-        long.insert(0, "dataset", p.parent.parent.parent.name)
+        long.insert(0, "seed", rd.seed)
+        long.insert(0, "variant", rd.variant)
+        long.insert(0, "dataset", rd.dataset)
         frames.append(long)
     if not frames:
         return pd.DataFrame(columns=["dataset", "variant", "seed", "step", "series", "value"])
