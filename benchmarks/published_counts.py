@@ -5,9 +5,10 @@
 Builds each model as published (no pretrained weights are needed for a count) and counts
 parameters of what inference runs and multiply-adds of one forward pass at the published input
 size (torch's FLOP counter on the ``meta`` device, so nothing is computed; GMACs = FLOPs / 2).
-The reference numbers are those of ``../shared/notes/host-models.md``: code-implied counts
-[CALC] (nobody published full-model counts for these configurations) and, where they exist,
-published ones; the source column says which. docs/models.md explains every difference > 3 %.
+The reference numbers are code-implied counts, [CALC]: nobody published full-model counts for these
+configurations, so they were worked out by hand from the published code's layer definitions (how:
+docs/models.md, "Checks against the published configurations"); where published counts exist they
+are used, and the source column says which. docs/models.md explains every difference > 3 %.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ CONFIGS = [
         (425, 560),
         19.52,
         None,
-        "notes §0 [CALC] (ATRC T1's 4.59-5.50 M are single modules, not PAD-Net)",
+        "[CALC] survey code (ATRC T1's 4.59-5.50 M are single modules, not PAD-Net)",
     ),
     Config(
         "padnet",
@@ -60,7 +61,7 @@ CONFIGS = [
         (480, 640),
         7.02,
         None,
-        "notes §0 [CALC]",
+        "[CALC] survey code",
     ),
     Config(
         "padnet",
@@ -71,7 +72,7 @@ CONFIGS = [
         (480, 640),
         12.16,
         None,
-        "notes §0 [CALC]",
+        "[CALC] survey code",
         (("main_tasks", ["semseg", "depth"]),),
     ),
     Config(
@@ -83,7 +84,7 @@ CONFIGS = [
         (512, 512),
         29.31,
         None,
-        "notes §0 [CALC]",
+        "[CALC] survey code",
     ),
     Config(
         "mtinet",
@@ -94,7 +95,7 @@ CONFIGS = [
         (425, 560),
         17.96,
         22.4,
-        "notes §2.4 [CALC]",
+        "[CALC] survey code",
     ),
     Config(
         "mtinet",
@@ -105,7 +106,7 @@ CONFIGS = [
         (480, 640),
         8.58,
         None,
-        "notes §2.4 [CALC]",
+        "[CALC] survey code",
     ),
     Config(
         "mtinet",
@@ -116,7 +117,7 @@ CONFIGS = [
         (480, 640),
         14.84,
         None,
-        "notes §2.4 [CALC]",
+        "[CALC] survey code",
         (("main_tasks", ["semseg", "depth"]),),
     ),
     Config(
@@ -128,7 +129,7 @@ CONFIGS = [
         (512, 512),
         24.49,
         None,
-        "notes §2.4 [CALC]",
+        "[CALC] survey code",
     ),
     Config(
         "mtinet",
@@ -139,7 +140,7 @@ CONFIGS = [
         (425, 560),
         165.4,
         182.6,
-        "notes §2.4 [CALC]; paper's host",
+        "[CALC] survey code; the 3D-aware paper's host",
     ),
     Config(
         "mtinet",
@@ -150,7 +151,7 @@ CONFIGS = [
         (512, 512),
         211.9,
         None,
-        "notes §2.4 [CALC]",
+        "[CALC] survey code",
     ),
     Config(
         "padnet3way",
@@ -161,7 +162,7 @@ CONFIGS = [
         (448, 576),
         87.2,
         None,
-        "notes §4.4 [CALC]",
+        "[CALC] DenseMTL code",
     ),
     Config(
         "padnet3way",
@@ -172,7 +173,7 @@ CONFIGS = [
         (448, 576),
         110.5,
         None,
-        "notes §4.4 [CALC]",
+        "[CALC] DenseMTL code",
     ),
     Config(
         "padnet3way",
@@ -183,7 +184,7 @@ CONFIGS = [
         (448, 576),
         134.3,
         None,
-        "notes §4.4 [CALC]",
+        "[CALC] DenseMTL code",
     ),
     Config(
         "densemtl",
@@ -208,7 +209,7 @@ CONFIGS = [
         (448, 576),
         402.1,
         602.0,
-        "notes §3.5 [CALC] (incl. 6.64 M unused params, 5.35 G unused MACs)",
+        "[CALC] released code (incl. 6.64 M unused params, 5.35 G unused MACs)",
         (("img_size", [448, 576]),),
     ),
     Config(
@@ -220,8 +221,8 @@ CONFIGS = [
         (512, 512),
         422.9,
         672.0,
-        "notes §3.5 [CALC] (incl. 6.97 M unused params, 5.44 G unused MACs); "
-        "published 423.0 M / 669.9 GFLOPs [REC]",
+        "[CALC] released code (incl. 6.97 M unused params, 5.44 G unused MACs); "
+        "published 423.0 M / 669.9 GFLOPs (TaskPrompter, ICLR'23)",
         (("img_size", [512, 512]),),
     ),
     # ATRC Table 1 (NYUD, HRNet-18-small, module before the final layer; counted at 425x560, the ATRC

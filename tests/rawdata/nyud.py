@@ -1,10 +1,10 @@
 """Tiny copies of the two extracted NYUD-v2 multi-task archives (``NYUDv2/`` and ``NYUD_MT/``).
 
-Layouts and decodings follow notes/anchors-data-eval.md §1a: same folders, same file names, the variant's
-real image size. Values are synthetic, with planted corner cases in row 0/1 of every view (see
-``PLANTED``) so that tests can check the conversion pixel by pixel. Stored dtypes of the real ``.npy``
-files are not documented; the fixture uses float32 for atrc and float64 for survey depth/edges so that
-both paths are exercised.
+Layouts and decodings follow the real archives as docs/datasets.md describes them (its variants and
+prepare tables): same folders, same file names, the variant's real image size. Values are synthetic,
+with planted corner cases in row 0/1 of every view (see ``PLANTED``) so that tests can check the
+conversion pixel by pixel. Stored dtypes of the real ``.npy`` files are not documented; the fixture
+uses float32 for atrc and float64 for survey depth/edges so that both paths are exercised.
 """
 
 from __future__ import annotations

@@ -157,11 +157,11 @@ def _out_channels(dataset):
     ],
 )
 def test_parameter_count_of_published_configurations(cls, backbone, dataset, millions):
-    # Counts from the survey code's structure (host-models.md §0, [CALC]); the meta device skips
-    # allocation and initialisation, so even W48 builds in well under a second.
+    # Counts worked out by hand from the survey code's structure ([CALC], docs/models.md); the meta
+    # device skips allocation and initialisation, so even W48 builds in well under a second.
     with torch.device("meta"):
         m = cls(_out_channels(dataset), backbone=backbone)
-    # The notes round to the digits shown (29.305M is printed 29.31): compare to 0.1%.
+    # The references are rounded to the digits shown (29.305M is printed 29.31): compare to 0.1%.
     assert sum(p.numel() for p in m.parameters()) / 1e6 == pytest.approx(millions, rel=1e-3)
     assert round(sum(p.numel() for p in m.encoder.parameters()) / 1e6, 2) == (
         3.86 if backbone == "hrnet_w18_small_v2" else 65.33
@@ -180,7 +180,7 @@ def test_hrnet_encoder_at_odd_sizes():
     "cls, tasks, millions",
     [
         # The survey's NYUD configurations: S,D main; "+edges_normals" adds N,E as auxiliary-only tasks
-        # (host-models.md §0 and §2.4 [CALC]).
+        # (counted by hand from the survey code, [CALC]; docs/models.md).
         (PADNet, ["semseg", "depth"], 7.02),
         (PADNet, NYUD, 12.16),
         (MTINet, ["semseg", "depth"], 8.58),

@@ -127,7 +127,8 @@ def test_bad_options_are_user_errors(kwargs, match):
 def test_published_nyud_count():
     """ViT-L/16, NYUD S,D,N,E at 448×576, counted on the meta device (nothing is computed).
 
-    notes §3.5 [CALC]: 402.1 M, of which 6.64 M never run in the released code and are not built here
+    Counted by hand from the released code ([CALC], docs/models.md): 402.1 M, of which 6.64 M never run
+    in the released code and are not built here
     (tap-18 Conv3×3 1024->576: 5.31 M; 4 stage-0 reduction Conv1×1 576->576: 1.33 M; a LayerNorm over
     4·144 channels; the stage-0 attention-fusion conv: 10). With ``img_size=[448, 576]`` the position
     embedding has the released model's 28×36 grid; timm's default 24×24 grid has 0.44 M fewer.
@@ -142,6 +143,6 @@ def test_published_nyud_count():
     gmacs = counter.get_total_flops() / 2e9
     print(f"InvPT ViT-L NYUD: {params / 1e6:.2f} M params (+ {dead / 1e6:.2f} M dead), {gmacs:.1f} GMACs")
     assert abs(params / (402.1e6 - dead) - 1) < 0.03
-    assert abs(params + dead - 402.1e6) < 0.05e6  # the same architecture, up to the notes' rounding
+    assert abs(params + dead - 402.1e6) < 0.05e6  # the same architecture, up to the reference's rounding
     unused_conv_gmacs = 28 * 36 * 1024 * 576 * 9 / 1e9
     assert abs(gmacs + unused_conv_gmacs - 602) < 3

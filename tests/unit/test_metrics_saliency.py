@@ -95,7 +95,7 @@ def test_create_metric_reports_both_protocols() -> None:
     assert "MTL survey" in m.protocol and "_invpt" in m.protocol and "InvPT" in m.protocol
     m.reset()
     assert all(math.isnan(v) for v in m.compute().values())
-    # a single protocol on request, as before
+    # a single protocol on request: only its keys, without suffix
     assert set(create_metric("saliency", protocol="mtl").compute()) == {
         "maxF",
         "mIoU",

@@ -444,7 +444,7 @@ def test_interrupted_run_leaves_no_manifest(data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         pascal.convert(src, out, "atrc", workers=0, progress=False, limit=2, overwrite=True)
     assert not list(out.glob(".tmp-*"))
-    assert json.loads((out / "manifest.json").read_text())["limit"] is None  # the old dataset, intact
+    assert json.loads((out / "manifest.json").read_text())["limit"] is None  # the existing dataset, intact
     fresh = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
         calls.clear()

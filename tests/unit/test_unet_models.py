@@ -156,8 +156,9 @@ def _count(module):
 def test_published_three_way_padnet_size():
     """ResNet-101 (OS16), NYUD S 40 / D / N / E as released: E is 2-class softmax (K = 2).
 
-    host-models.md [CALC]: S-D 87.2M, S-D-N 110.5M, S-D-N-E 134.3M = encoder 42.50M + 22.06M per-task
-    decoder (+ side convs) + 0.295M per ordered pair (PAD-Net SA with 128 channels).
+    Counted by hand from DenseMTL's released code ([CALC], docs/models.md): S-D 87.2M, S-D-N 110.5M,
+    S-D-N-E 134.3M = encoder 42.50M + 22.06M per-task decoder (+ side convs) + 0.295M per ordered pair
+    (PAD-Net SA with 128 channels).
     """
     m = ThreeWayPADNet({"semseg": 40, "depth": 1, "normals": 3, "edges": 2}, backbone="resnet101")
     assert _count(m.encoder) == 42_500_160

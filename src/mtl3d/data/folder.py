@@ -94,7 +94,9 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 class FolderDataset(Dataset):
-    """One split of a processed dataset; items are samples (see DESIGN.md).
+    """One split of a processed dataset. An item is a sample: a dict of ``image``, one label per task,
+    ``K`` (3×3 intrinsics, which every transform keeps consistent with the pixels) and, for
+    multi-view data, ``pose`` and a ``neighbor`` view with its own labels, ``K`` and ``pose``.
 
     Index with an int, or with ``(index, seed)`` so that augmentation is a pure function of the
     seed the trainer draws for that sample (exact resume, identical results with any worker count).

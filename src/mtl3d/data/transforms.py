@@ -6,7 +6,7 @@ cropping at ``(top, left)`` maps ``c -> c − offset`` and padding by ``(top, le
 Labels are resized with nearest neighbour (no invented classes, no blended depths); the image with
 bilinear interpolation; normals bilinearly and then renormalised.
 
-Two resolution pipelines (:func:`build_transform`, anchors §1d):
+Two resolution pipelines (:func:`build_transform`; docs/datasets.md, "Training at the published resolutions"):
 
 - ``mode="resize"`` (MTL survey ``FixedResize``): every image is resized to ``size``, aspect ratio not
   preserved; training adds a random horizontal flip.

@@ -19,7 +19,7 @@ class _SizeFusedHRModule(HighResolutionModule):
     """timm's HRNet module with HRNetV2-segmentation fusion (survey seg_hrnet.py, MMSeg): a coarser
     branch, after its Conv1×1+BN, is resized bilinearly to the finer branch's *size*. timm keeps the
     classification code's nearest ``Upsample(scale_factor=2**k)``, which fails whenever a branch is not
-    exactly twice the next (425×560: 107×140 vs 2×54 = 108). No parameter changes: weights load as before.
+    exactly twice the next (425×560: 107×140 vs 2×54 = 108). No parameter changes: timm's weights load.
     """
 
     def forward(self, x: list[Tensor]) -> list[Tensor]:

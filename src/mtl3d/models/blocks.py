@@ -2,7 +2,7 @@
 
 Torchvision-style residual blocks, PAD-Net's spatial-attention distillation, squeeze-excitation,
 DeepLab's ASPP, monodepth2's conv block, the HRNet multi-scale fusion, and the task heads. Sizes
-follow the published code (see ``../shared/notes/host-models.md`` and ``docs/models.md``).
+follow the published code (docs/models.md names the repositories and where we differ).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """DenseMTL (Lopes, Vu, de Charette, WACV'23): cross-task attention (xTAM) in a multi-task exchange
 block (mTEB) inside 3-ways PAD-Net's per-task U-Net decoders. Follows the released code
-(astra-vision/DenseMTL ``models/ours_xatt.py``, ``models/components.py``) where it differs from the
-paper; see ``../shared/notes/method-specs.md`` §B.
+(github.com/astra-vision/DenseMTL ``models/ours_xatt.py``, ``models/components.py``) where it differs
+from the paper; docs/models.md lists those differences and our own choices.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""InvPT (Ye & Xu, ECCV'22): ViT encoder + UP-Transformer multi-task decoder (notes host-models.md §3).
+"""InvPT (Ye & Xu, ECCV'22): ViT encoder + UP-Transformer multi-task decoder, as the released code builds it.
+
+Released code: github.com/prismformore/Multi-Task-Transformer, folder ``InvPT/``
+(``models/transformers/invpt.py``, ``configs/*_vitLp16.yml``); docs/models.md lists where we differ.
 
 Forward pass (p = patch size, 16 published; T tasks; stage widths c0/c1/c2 = 576/288/144 published):
 
@@ -23,7 +26,8 @@ Forward pass (p = patch size, 16 published; T tasks; stage widths c0/c1/c2 = 576
    bilinear to the input.
 
 Every size comes from the input (explicit ``size=`` resizes, adaptive pooling of the keys), so one set of
-weights runs at any resolution; the released code is locked to its training size (notes §3.7).
+weights runs at any resolution; the released code is locked to its training size (its position
+embeddings and token grids are derived from ``TRAIN.SCALE``, and evaluation pads every image to it).
 Parameters that the released code creates but never uses are left out: the scale embedding of tap 3
 (the tap is still returned by ``encode``), the stage-0 channel-reduction convs, a final LayerNorm and
 the stage-0 attention-fusion conv (6.64 M for NYUD's 4 tasks, 6.97 M for PASCAL's 5).

@@ -1,4 +1,6 @@
-"""MTI-Net (Vandenhende et al., ECCV'20) as the MTL survey's code implements it (notes host-models.md §2.1).
+"""MTI-Net (Vandenhende et al., ECCV'20) as the MTL survey's code implements it (``models/mti_net.py``).
+
+Survey code: github.com/SimonVandenhende/Multi-Task-Learning-PyTorch; docs/models.md lists where we differ.
 
 Coarse to fine over the encoder levels s = L-1 … 0 (HRNet: 1/32 … 1/4):
 initial task prediction at s (2 BasicBlocks + Conv1×1; below the coarsest level its input is the level
@@ -33,7 +35,8 @@ def fpm_attention(logits: Tensor, num_tasks: int, mode: str = "channel_groups") 
     """The FPM's softmax mask over ``logits`` of shape (B, N·c, H, W), returned in the same shape.
 
     ``"channel_groups"`` is the survey code: the map is viewed as (B, c, N, H, W) and normalised over
-    the N-axis, i.e. over groups of N *adjacent* channels (mostly of one task, notes §2.1 [INF]).
+    the N-axis, i.e. over groups of N *adjacent* channels (mostly of one task; this is what the code's
+    reshape does, whether or not it was meant to).
     ``"tasks"`` is the reading of the paper: viewed as (B, N, c, H, W), normalised across the N task
     blocks (channel i of every task competes). A deviation from the code; flag it when used.
     """

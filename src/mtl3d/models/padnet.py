@@ -1,4 +1,6 @@
-"""PAD-Net (Xu et al., CVPR'18) as the MTL survey's code implements it (notes host-models.md §1.1).
+"""PAD-Net (Xu et al., CVPR'18) as the MTL survey's code implements it (``models/padnet.py``).
+
+Survey code: github.com/SimonVandenhende/Multi-Task-Learning-PyTorch; docs/models.md lists where we differ.
 
 encoder → HRNet fusion of all levels at the finest (1/4) level → per task: 2 Bottlenecks (features,
 4·``head_channels`` wide) + Conv1×1 initial prediction → multi-modal distillation (spatial-attention

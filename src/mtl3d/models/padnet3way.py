@@ -1,4 +1,9 @@
-"""3-ways PAD-Net as implemented in DenseMTL (``models/padnetplus.py``); see ``host-models.md`` §4."""
+"""3-ways PAD-Net as implemented in DenseMTL (``models/padnetplus.py``).
+
+Released code: github.com/astra-vision/DenseMTL. ResNet dilated to output stride 16, per-task U-Net
+decoders (:mod:`mtl3d.models.unet_decoder`) and one PAD-Net distillation block at 1/4 resolution;
+docs/models.md has the recipe and where we differ.
+"""
 
 from __future__ import annotations
 

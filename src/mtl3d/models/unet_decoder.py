@@ -16,7 +16,8 @@ strides work.
 :class:`UNetMultiTask` runs the per-task decoders scale by scale and lets a subclass insert one
 cross-task block after a chosen scale (3-ways PAD-Net: PAD-Net distillation after scale 2; DenseMTL:
 mTEB after scale 1). As in the released code, a side output at the block's own scale is taken from
-the features *before* the block. See ``../shared/notes/host-models.md`` §4 and ``method-specs.md`` §B.
+the features *before* the block. Released code: github.com/astra-vision/DenseMTL (``models/padnetplus.py``,
+``vendor/monodepth2/decoder.py``); docs/models.md lists where we differ.
 """
 
 from __future__ import annotations
