@@ -30,7 +30,7 @@ env-latest:
 lock:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install pip-tools
-	$(BIN)/pip-compile --strip-extras --extra dev --no-emit-find-links --no-emit-index-url \
+	$(BIN)/pip-compile --strip-extras --extra dev --no-emit-find-links --no-emit-index-url --unsafe-package mtl3d \
 		--output-file $(LOCK) pyproject.toml
 
 study: $(STAMP)

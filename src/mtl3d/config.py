@@ -33,7 +33,8 @@ class DataConfig:
     # Fraction of the training split used (the paper's 25/50/100 % ablation): a seeded subset of the ids
     # that depends only on the split, so every seed and model of a study sees the same images.
     train_fraction: float = 1.0
-    # How images reach the network input size (height x width), anchors §1d:
+    # How images reach the network input size (height x width; docs/datasets.md, 'Training at the
+    # published resolutions'):
     #   resize: the MTL survey's FixedResize to height x width (aspect ratio not preserved);
     #   pad: ATRC/InvPT, training = random scale -> random crop -> flip -> pad to height x width,
     #        evaluation = centred pad only (never resized; height/width must fit the largest image).
@@ -46,8 +47,8 @@ class DataConfig:
     # Resolution at which evaluation scores predictions:
     #   original: each image's original size, against the untransformed labels (the published protocol:
     #             MTL resizes predictions back, InvPT crops its padding away), comparable across input sizes;
-    #   input: the network input size against the transformed labels (the old behaviour, kept so runs
-    #          scored before this option stay reproducible and for cheap online-style checks).
+    #   input: the network input size against the transformed labels (cheap online-style checks, and
+    #          runs scored at input size stay reproducible).
     eval_resolution: str = "original"
 
 

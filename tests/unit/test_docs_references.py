@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SUFFIXES = {".py", ".md", ".yaml", ".yml", ".smk", ".ipynb", ".toml"}
+SUFFIXES = {".py", ".md", ".yaml", ".yml", ".smk", ".ipynb", ".toml", ".json"}
 NAMES = {"Snakefile", "Makefile"}
 # The private notes' and design document's file names, their folder, and the "notes §3.3" /
 # "notes C.4" way of citing them.

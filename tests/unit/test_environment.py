@@ -31,6 +31,13 @@ def test_lock_pins_every_pyproject_requirement_within_its_range():
         assert req.specifier.contains(pins[name], prereleases=True), (name, str(req.specifier), pins[name])
 
 
+def test_lock_installs_from_the_registry_only():
+    """No local paths or the project itself in the lock (pip-compile writes `mtl3d @ file://<checkout>`
+    for the dev extra's self-reference unless told not to): a fresh clone elsewhere must install it."""
+    text = LOCK.read_text()
+    assert "file://" not in text and not re.search(r"^mtl3d\b", text, re.M)
+
+
 def test_environment_yml_installs_the_lock_with_the_locks_python():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = [d for d in env["dependencies"] if isinstance(d, str)]

@@ -1,4 +1,4 @@
-"""Preparing data: repair means repair, old formats are refused, pools end their workers (issue 21 §2)."""
+"""Preparing data: repair means repair, old formats are refused, pools end their workers."""
 
 import json
 import os

@@ -1,5 +1,5 @@
 """Runs use the configuration they say: bad values fail before anything is written, a resumed run is
-checked against its checkpoint's config, operating-system errors are one line (issue 21 §3)."""
+checked against its checkpoint's config, operating-system errors are one line."""
 
 import json
 import os
