@@ -33,8 +33,14 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the temporary dataset goes (default: system temp)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        kwargs = dict(scenes=args.scenes, views=args.views, height=args.height, width=args.width,
-                      shadows=not args.no_shadows, progress=False)
+        kwargs = dict(
+            scenes=args.scenes,
+            views=args.views,
+            height=args.height,
+            width=args.width,
+            shadows=not args.no_shadows,
+            progress=False,
+        )
         prepare(Path(tmp) / "warmup", scenes=1, views=1, height=args.height, width=args.width, progress=False)
         prof = cProfile.Profile() if args.profile else None
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -47,9 +53,11 @@ def main() -> None:
     n = args.scenes * args.views
     shadows = "off" if args.no_shadows else "on"
     # CPU time is reported too: on a loaded machine wall time also counts other processes' turns.
-    print(f"synthrooms {args.height}x{args.width}, shadows={shadows}: {n} views in {elapsed:.2f} s wall = "
-          f"{n / elapsed:.1f} views/s; {cpu:.2f} s CPU = {n / cpu:.1f} views/s per core "
-          "(1 thread, including writing)")
+    print(
+        f"synthrooms {args.height}x{args.width}, shadows={shadows}: {n} views in {elapsed:.2f} s wall = "
+        f"{n / elapsed:.1f} views/s; {cpu:.2f} s CPU = {n / cpu:.1f} views/s per core "
+        "(1 thread, including writing)"
+    )
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(15)
 

@@ -186,16 +186,28 @@ class RegularizerBranch(nn.Module):
     ) -> dict[str, Any]:
         cfg = self.cfg
         rays = make_rays(
-            K_view, image_size, size, near=self.near, far=self.far, n_samples=cfg.n_samples,
-            camera=cfg.camera, spacing=cfg.spacing, stratified=self.training and cfg.stratified,
+            K_view,
+            image_size,
+            size,
+            near=self.near,
+            far=self.far,
+            n_samples=cfg.n_samples,
+            camera=cfg.camera,
+            spacing=cfg.spacing,
+            stratified=self.training and cfg.stratified,
             transform=transform,
         )
         hd = cfg.hidden
 
         def field(start: int, end: int) -> tuple[Tensor, Tensor]:
             coords = to_box(
-                rays.points(start, end), K_ref, image_size, self.near, self.far,
-                camera=cfg.camera, spacing=cfg.spacing,
+                rays.points(start, end),
+                K_ref,
+                image_size,
+                self.near,
+                self.far,
+                camera=cfg.camera,
+                spacing=cfg.spacing,
             )
             h = F.relu(self.first(sample_triplane(planes, coords, cfg.plane_agg)))
             # split, not slicing: a slice's backward zero-fills a full-size gradient per slice
@@ -235,8 +247,13 @@ class RegularizerBranch(nn.Module):
         S = rays.z.shape[-1]
         mid = S // 2
         coords = to_box(
-            rays.points(0, rays.z.shape[1])[..., mid : mid + 1, :], K_ref, image_size, self.near, self.far,
-            camera=self.cfg.camera, spacing=self.cfg.spacing,
+            rays.points(0, rays.z.shape[1])[..., mid : mid + 1, :],
+            K_ref,
+            image_size,
+            self.near,
+            self.far,
+            camera=self.cfg.camera,
+            spacing=self.cfg.spacing,
         )
         h = F.relu(self.first(sample_triplane(planes, coords, self.cfg.plane_agg)))[..., 0, :]
         ones = torch.ones(h.shape[:-1], dtype=h.dtype, device=h.device)

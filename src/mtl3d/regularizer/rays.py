@@ -244,8 +244,15 @@ def make_rays(
         dirs = torch.zeros_like(origins)
         dirs[..., 2] = 1.0
     z, delta = sample_depths(
-        near, far, n_samples, (B, N), spacing=spacing, stratified=stratified,
-        generator=generator, device=device, dtype=dtype,
+        near,
+        far,
+        n_samples,
+        (B, N),
+        spacing=spacing,
+        stratified=stratified,
+        generator=generator,
+        device=device,
+        dtype=dtype,
     )
     delta = delta * dirs.norm(dim=-1, keepdim=True)  # metric length along the ray
     return Rays(origins=origins, dirs=dirs, z=z, delta=delta, size=tuple(size))

@@ -35,9 +35,7 @@ def aggregated_channels(plane_ch: int, agg: str) -> int:
 def plane_grids(coords: Tensor) -> Tensor:
     """Box coordinates [B, n, S, 3] → the three planes' ``grid_sample`` grids [B, 3, n, S, 2]."""
     x, y, z = coords.unbind(-1)
-    return torch.stack(
-        [torch.stack([x, y], -1), torch.stack([x, z], -1), torch.stack([z, y], -1)], dim=1
-    )
+    return torch.stack([torch.stack([x, y], -1), torch.stack([x, z], -1), torch.stack([z, y], -1)], dim=1)
 
 
 def sample_planes(planes: Tensor, coords: Tensor) -> Tensor:
