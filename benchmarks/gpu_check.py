@@ -492,7 +492,7 @@ def markdown(report: dict[str, Any]) -> str:
             reg = "✓" if r["regularizer"] else "–"
             lines.append(
                 f"| {r['model']} | {reg} | {r.get('bf16_rel_diff', '')} | {r.get('syncs', '')} | "
-                f"{r.get('graphs', '')} | {r.get('seconds', '')} | {r['status']} |"
+                f"{r.get('graphs', '')} | {sum(r.get('seconds', {}).values()):.1f} | {r['status']} |"
             )
     if "gpu_tests" in report:
         g = report["gpu_tests"]

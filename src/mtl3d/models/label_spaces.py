@@ -1,5 +1,8 @@
 """Discrete label spaces of ATRC's auxiliary heads (Bruggemann et al., ICCV'21, §3.2.3 and App. D).
 
+One module of about 500 lines on purpose: the five spaces share one interface and one loss, and the
+normals codebook's fitting and triangulation only serve that space.
+
 Every task is predicted by an auxiliary head in a label space of ``channels`` = R_n regions; the
 model spatially soft-maxes those logits into region maps for label context, and trains them with
 cross-entropy against the ground truth mapped into the label space (:meth:`LabelSpace.loss`).
