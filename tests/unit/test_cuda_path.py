@@ -72,6 +72,12 @@ def test_one_step_and_one_eval_batch_on_the_cuda_path(case, data):
         assert r["graphs"] == 1  # no graph break: one graph for host, branch and losses
 
 
+def _config(data: str, **over) -> C.TrainConfig:
+    """A tiny mtl run on the fake data (CPU); ``over`` sets top-level keys."""
+    base = {"data": {"root": data}, "model": {"options": {"head_channels": 8}}, "batch_size": 2, "iters": 2}
+    return C.load(None, {**base, **over})
+
+
 def test_invpt_trains_from_channels_last_maps():
     """On CUDA the trainer makes the model channels-last; InvPT's attention reshapes scores of those maps."""
     torch.manual_seed(0)
@@ -117,17 +123,7 @@ def test_capture_backend_sees_the_parameters_a_compiled_module_runs():
 def test_compile_traces_the_host_the_step_runs(data):
     """compile: true must capture the host as the step calls it (encode/decode), not only Module.__call__."""
     backend = CaptureBackend()
-    cfg = C.load(
-        None,
-        {
-            "data": {"root": data},
-            "model": {"options": {"head_channels": 8}},
-            "batch_size": 2,
-            "iters": 2,
-            "compile": True,
-            "device": "cpu",
-        },
-    )
+    cfg = _config(data, compile=True, device="cpu")
     run = Run(cfg, fast=FastPath(compile_backend=backend))
     batch = torch.utils.data.default_collate([run.train_set[i] for i in range(2)])
     loss_values(run.step(batch, 0))
@@ -150,16 +146,7 @@ def test_fast_path_of_each_device():
 
 def test_fused_flag_follows_the_machine_not_the_checkpoint(data):
     """A CPU checkpoint resumed on a GPU runs fused; a GPU checkpoint resumed on a CPU does not."""
-    cfg = C.load(
-        None,
-        {
-            "data": {"root": data},
-            "model": {"options": {"head_channels": 8}},
-            "batch_size": 2,
-            "iters": 2,
-            "device": "cpu",
-        },
-    )
+    cfg = _config(data, device="cpu")
     plain = Run(cfg)
     fused = Run(cfg, fast=FastPath(fused_optimizer=True))  # torch's fused Adam also runs on a CPU
     assert fused.optimizer.param_groups[0]["fused"] and not plain.optimizer.param_groups[0].get("fused")
@@ -236,17 +223,7 @@ def test_rank_streams_differ_and_one_process_keeps_the_seed(data, monkeypatch):
 
     assert len({rank_seed(0, r) for r in range(4)} | {rank_seed(1, r) for r in range(4)}) == 8
     assert rank_seed(3, 1) == rank_seed(3, 1)
-    cfg = C.load(
-        None,
-        {
-            "data": {"root": data},
-            "model": {"options": {"head_channels": 8}},
-            "batch_size": 2,
-            "iters": 2,
-            "device": "cpu",
-            "regularizer": {"enabled": True},
-        },
-    )
+    cfg = _config(data, device="cpu", regularizer={"enabled": True})
     one = Run(cfg)
     # a real (one-member) gloo group lets DDP wrap the step; the ranks are what init_distributed reads
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -278,18 +255,7 @@ def test_sync_bn_is_converted_before_the_optimiser_and_the_ddp_wrap(data, monkey
 
     monkeypatch.setattr(trainer, "require_sync_bn_device", lambda device: None)
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", WrapRecorder)
-    cfg = C.load(
-        None,
-        {
-            "data": {"root": data},
-            "model": {"options": {"head_channels": 8}},
-            "batch_size": 2,
-            "iters": 2,
-            "device": "cpu",
-            "sync_bn": True,
-            "regularizer": {"enabled": True},
-        },
-    )
+    cfg = _config(data, device="cpu", sync_bn=True, regularizer={"enabled": True})
     run = Run(cfg, DistInfo(rank=0, world_size=2))
     assert isinstance(run.ddp, WrapRecorder) and run.train_step is run.ddp
     wrapped = run.ddp.module
