@@ -114,3 +114,15 @@ def test_floor_cli_scores_the_constant_predictors_of_the_prepared_data(tmp_path)
     )
     assert res.exit_code == 0, res.output
     assert "1/1 beat it" in res.output and f"constant {const['semseg']['mIoU']:.4g}" in res.output
+
+
+def test_metrics_take_only_the_context_their_constructor_names():
+    """The evaluator offers every metric the same context (no per-task switch); each takes its own part,
+    and an explicit option still wins over the context."""
+    from mtl3d.metrics.registry import create_metric
+
+    context = {"max_dist": 0.0075, "workers": 0, "progress": False}
+    assert create_metric("edges", context=context).max_dist == 0.0075
+    assert create_metric("edges", context=context, max_dist=0.011).max_dist == 0.011
+    assert create_metric("depth", context=context) is not None
+    assert create_metric("semseg", num_classes=3, context=context) is not None

@@ -93,6 +93,13 @@ def _load_npy(path: Path) -> np.ndarray:
         raise _damaged(path, "corrupt array file", type(e).__name__) from None
 
 
+def manifest_class_names(manifest: dict[str, Any], task: str) -> list[str] | None:
+    """A classification task's class names as a processed dataset's manifest holds them: semseg's under
+    ``classes`` (every dataset has them), any other task's under ``task_classes``; None where absent."""
+    names = manifest.get("classes") if task == "semseg" else manifest.get("task_classes", {}).get(task)
+    return list(names) if names is not None else None
+
+
 class FolderDataset(Dataset):
     """One split of a processed dataset. An item is a sample: a dict of ``image``, one label per task,
     ``K`` (3×3 intrinsics, which every transform keeps consistent with the pixels) and, for
@@ -145,13 +152,11 @@ class FolderDataset(Dataset):
         return {"image": ".png", **self.manifest.get("formats", {})}
 
     def class_names(self, task: str) -> list[str]:
-        """Class names of a classification task (semseg: ``classes``; others: ``task_classes``)."""
-        if task == "semseg":
-            return self.classes
-        names = self.manifest.get("task_classes", {}).get(task)
+        """Class names of a classification task (see :func:`manifest_class_names`)."""
+        names = manifest_class_names(self.manifest, task)
         if names is None:
             raise UserError(f"dataset {self.name} names no classes for task {task!r} (manifest task_classes)")
-        return list(names)
+        return names
 
     @property
     def task_num_classes(self) -> dict[str, int]:

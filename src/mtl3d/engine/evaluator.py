@@ -88,13 +88,8 @@ class Evaluation:
 
 
 def _class_names(dataset: Any, task: str) -> list[str] | None:
-    """Class names of a classification task; ``dataset.classes`` for semseg on readers without
-    ``class_names``."""
-    if get_task(task).kind != "classification":
-        return None
-    if hasattr(dataset, "class_names"):
-        return list(dataset.class_names(task))
-    return list(dataset.classes) if task == "semseg" else None
+    """Class names of a classification task (None for the others)."""
+    return list(dataset.class_names(task)) if get_task(task).kind == "classification" else None
 
 
 def load_evaluation(
@@ -158,11 +153,8 @@ def load_evaluation(
             t,
             num_classes=classes_for(num_classes, t),
             class_names=_class_names(dataset, t),
-            **(
-                {"max_dist": info.edge_max_dist, "workers": boundary_workers, "progress": progress}
-                if t == "edges"
-                else {}
-            ),
+            # what the evaluation offers every metric; each takes the parts its constructor names
+            context={"max_dist": info.edge_max_dist, "workers": boundary_workers, "progress": progress},
         )
         for t in tasks
     }

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from mtl3d import config as C
-from mtl3d.data.folder import read_manifest
+from mtl3d.data.folder import manifest_class_names, read_manifest
 from mtl3d.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize
 from mtl3d.engine import modelfile
 from mtl3d.engine.evaluator import load_run
@@ -145,7 +145,7 @@ def describe_run(run_dir: str | Path, data_root: str | Path | None = None) -> tu
     class_names: dict[str, list[str]] = {}
     for t in main:
         if get_task(t).kind == "classification":
-            names = manifest["classes"] if t == "semseg" else manifest.get("task_classes", {}).get(t)
+            names = manifest_class_names(manifest, t)
             if names is None:
                 raise UserError(f"dataset manifest at {root} names no classes for task {t!r}")
             class_names[t] = list(names)

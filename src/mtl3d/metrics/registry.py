@@ -7,6 +7,7 @@ maps those metric names to their classes. A new metric is one class here; a new 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -58,6 +59,7 @@ def create_metric(
     task: str,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
+    context: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Metric:
     """Create the metric of ``task`` (semseg, human_parts, depth, normals, edges, saliency).
@@ -66,11 +68,14 @@ def create_metric(
     ``options`` go to the metric's constructor, e.g. ``max_dist=0.0075`` for PASCAL edges,
     ``protocol="invpt"`` for saliency (default ``"both"``: the survey keys ``maxF``/``mIoU`` plus the InvPT
     ones ``maxF_invpt``/``mIoU_invpt``), ``max_depth=80`` for depth, ``workers=4`` for edges (scoring in
-    worker processes); unknown options raise ``UserError``.
+    worker processes); unknown options raise ``UserError``. ``context``: settings of the surroundings
+    (the evaluator's dataset tolerance, worker count, progress bar) offered to every metric, each taking
+    only those its constructor names, so the caller needs no per-task switch; ``options`` win over it.
     """
     cls = metric_class(task)
     params = inspect.signature(cls.__init__).parameters
     valid = [n for n in params if n not in ("self", "num_classes", "class_names")]
+    options = {**{k: v for k, v in (context or {}).items() if k in valid}, **options}
     bad = [k for k in options if k not in valid]
     if bad:
         raise UserError(
