@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.utils.data import DataLoader
 
 from mtl3d import config as C
 from mtl3d.data.synthrooms import prepare
+from mtl3d.engine.runtime import train_loader
 from mtl3d.engine.sampler import StepSampler
 from mtl3d.engine.trainer import Run
 
@@ -37,14 +37,7 @@ PAPER_RECIPE = ROOT / "config" / "recipes" / "nyud" / "invpt.yaml"
 
 def loader_rate(dataset, sampler: StepSampler, workers: int, steps: int) -> float:
     """Images/s of the trainer's loader with ``workers`` processes (start-up excluded)."""
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        generator=torch.Generator().manual_seed(0),
-    )
+    loader = train_loader(dataset, sampler, workers, torch.device("cpu"), 0)
     it = iter(loader)
     next(it)  # worker start-up is paid once per run, not per step
     t0 = time.perf_counter()

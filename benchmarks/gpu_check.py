@@ -289,11 +289,9 @@ def time_family(
 
 def loader_row(data_root: str, device: str = "cuda") -> dict[str, Any]:
     """The trainer's loader at the recipes' augmentation, with the workers it picks here for CUDA."""
-    from torch.utils.data import DataLoader
-
     from mtl3d import config as C
     from mtl3d.data.registry import create_dataset
-    from mtl3d.engine.runtime import loader_workers
+    from mtl3d.engine.runtime import loader_workers, train_loader
     from mtl3d.engine.sampler import StepSampler
 
     over: dict[str, Any] = {"data": {"dataset": "synthrooms", "root": data_root}}
@@ -307,11 +305,7 @@ def loader_row(data_root: str, device: str = "cuda") -> dict[str, Any]:
     workers = loader_workers(None, torch.device("cuda"))
     batch = 8
     sampler = StepSampler(len(ds), batch, 10_000, 0)
-    loader = DataLoader(
-        ds, batch_sampler=sampler, num_workers=workers, pin_memory=device == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-    )  # fmt: skip
+    loader = train_loader(ds, sampler, workers, torch.device(device), 0)
     it = iter(loader)
     next(it)
     n = 3 * max(workers, 1)

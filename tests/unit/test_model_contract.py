@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mtl3d import config as C
+from mtl3d.engine.emulate import TINY
 from mtl3d.engine.inference import count_flops, count_params, inference_cost
 from mtl3d.engine.optim import build_optimizer, is_backbone_param, lr_lambda
 from mtl3d.errors import UserError
@@ -20,19 +21,15 @@ from mtl3d.models.registry import model_options
 
 TASKS = ["semseg", "depth", "normals", "edges"]
 NUM_CLASSES = 5
-# Small options per model (the CPU configuration of the default study uses the same kind).
+# Small options per registered model: the same tiny models the CUDA-path emulation builds (ATRC with
+# its genotype among the options; the search supergraph is not a registered name).
 SMALL: dict[str, dict] = {
-    "mtl": {"head_channels": 8},
-    "stl": {"head_channels": 8},
-    "padnet": {"head_channels": 4, "widths": [8, 8, 16, 16]},
-    "mtinet": {"widths": [8, 8, 16, 16]},
-    "padnet3way": {"decoder_channels": [8, 8, 8, 16, 16], "aspp_channels": 8},
-    "densemtl": {"decoder_channels": [8, 8, 8, 16, 16], "aspp_channels": 8},
-    "atrc": {"genotype": "nyud_hrnet18", "widths": [8, 8, 16, 16]},
-    "invpt": {"patch_size": 8, "taps": [1, 2, 3, 4], "decoder_dim": 16, "drop_path_rate": 0.0},
+    name: {**spec["options"], **({"genotype": spec["genotype"]} if "genotype" in spec else {})}
+    for name, spec in TINY.items()
+    if "name" not in spec
 }
 # Backbone per model where resnet18 does not fit (InvPT needs a ViT: 4 blocks of ViT-Ti via `taps`).
-BACKBONE = {"invpt": "vit_tiny_patch16_224"}
+BACKBONE = {name: spec["backbone"] for name, spec in TINY.items() if "backbone" in spec}
 NEW = ["padnet", "mtinet", "padnet3way", "densemtl", "atrc", "invpt"]
 
 

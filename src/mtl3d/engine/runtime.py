@@ -53,3 +53,24 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch
+
+
+def train_loader(dataset: Any, sampler: Any, workers: int, device: torch.device, seed: int) -> Any:
+    """The training DataLoader: step-determined batches from ``sampler``, ``workers`` processes kept alive
+    across epochs with 4 batches in flight each, pinned memory on CUDA.
+
+    Its own generator: creating the iterator draws a base seed, which from the global RNG would shift
+    every later random draw (dropout, the regularizer's stratified samples) by one on resume, since a
+    resumed run creates its iterator after restoring the RNG state.
+    """
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtl3d import config as C
@@ -38,7 +37,7 @@ from mtl3d.engine.distributed import DistInfo, barrier, cleanup, init_distribute
 from mtl3d.engine.fastpath import FastPath
 from mtl3d.engine.optim import build_optimizer, load_optimizer_state, lr_lambda
 from mtl3d.engine.rundir import RunDir
-from mtl3d.engine.runtime import loader_workers, resolve_device, seed_everything, to_device
+from mtl3d.engine.runtime import loader_workers, resolve_device, seed_everything, to_device, train_loader
 from mtl3d.engine.sampler import StepSampler
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
@@ -415,19 +414,7 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
             len(run.train_set), cfg.batch_size, cfg.iters, cfg.seed, start, dist, cfg.grad_accum
         )
         workers = loader_workers(cfg.data.num_workers, run.device)
-        loader = DataLoader(
-            run.train_set,
-            batch_sampler=sampler,
-            num_workers=workers,
-            pin_memory=run.device.type == "cuda",
-            # workers stay alive across epochs of the step sampler (no re-fork per epoch)
-            persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
-            # Its own generator: creating the iterator draws a base seed, which from the global RNG
-            # would shift every later random draw (dropout, the regularizer's stratified samples) by
-            # one on resume, since a resumed run creates its iterator after restoring the RNG state.
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        loader = train_loader(run.train_set, sampler, workers, run.device, cfg.seed)
         bar = tqdm(
             total=cfg.iters,
             initial=start,
