@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from mtl3d.errors import Terminated, UserError
 
@@ -24,22 +23,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Download and prepare datasets.")
 app.add_typer(data_app, name="data")
-
-
-def _set_nested(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """A mapping merges into what is already there (``--regularizer --set regularizer={cross_view: true}``
-    keeps the regularizer on), as overrides merge into the config file."""
-    from mtl3d.config import deep_merge
-
-    keys = dotted.split(".")
-    if not all(keys):
-        raise UserError(f"empty key in {dotted!r}")
-    for i, k in enumerate(keys[:-1]):
-        d = d.setdefault(k, {})
-        if not isinstance(d, dict):
-            raise UserError(f"{'.'.join(keys[: i + 1])} is not a mapping ({d!r})")
-    old = d.get(keys[-1])
-    d[keys[-1]] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
 
 
 @data_app.command("prepare")
@@ -56,6 +39,9 @@ def data_prepare(
     width: Annotated[int | None, typer.Option(help="synthrooms [128]")] = None,
     seed: Annotated[int | None, typer.Option(help="synthrooms [0]")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="synthrooms: val scenes [0.2]")] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="synthrooms: test scenes, a 'test' split when > 0 [0]")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing different dataset")] = False,
     verify: Annotated[
         bool, typer.Option(help="check every file's checksum and repair the damaged ones")
@@ -76,6 +62,7 @@ def data_prepare(
         "width": width,
         "seed": seed,
         "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
     }
     options = {k: v for k, v in given.items() if v is not None}
     root = root or Path("data/processed") / dataset
@@ -170,7 +157,8 @@ def _run_options(
         Path | None, typer.Option(help="YAML config (a recipe); options given here override it")
     ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override any key: --set optim.lr=0.01")
+        list[str] | None,
+        typer.Option("--set", help="override any key: --set optim.lr=0.01 (several: 'a=1; b=2')"),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> RunOptions:
@@ -234,19 +222,8 @@ def _load_config(config: Path | None, set_: list[str] | None, options: dict[str,
     over: dict[str, Any] = {}
     for key, val in options.items():
         if val is not None:
-            _set_nested(over, key, val)
-    for item in set_ or []:
-        if "=" not in item:
-            raise UserError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            _set_nested(over, k.strip(), yaml.safe_load(v))
-        except yaml.YAMLError as e:
-            why = getattr(e, "problem", None) or "bad YAML"
-            raise UserError(f"--set {item!r}: the value is not valid YAML ({why})") from None
-        except UserError as e:
-            raise UserError(f"--set {item!r}: {e}") from None
-    return C.load(config, over)
+            C.set_nested(over, key, val)
+    return C.load(config, C.apply_sets(over, set_ or []))
 
 
 search_app = typer.Typer(no_args_is_help=True, help="Architecture search (ATRC) and voting over searches.")

@@ -142,6 +142,12 @@ class TrainConfig:
     compile: bool = False
     log_every: int = 10
     ckpt_every: int = 100
+    # Periodic validation (learning curves, mtl3d.engine.validation): every eval_every steps (0: never)
+    # on eval_images images of data.eval_split spread evenly over it (0: all), at the input size; the
+    # boundary metric (odsF, slow) only with eval_edges. Logged as val/... columns of train_log.csv.
+    eval_every: int = 0
+    eval_images: int = 64
+    eval_edges: bool = False
     eval_batch_size: int = 8
     n_saved_predictions: int = 4
 
@@ -164,6 +170,39 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             out[k] = v
     return out
+
+
+def set_nested(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """``d[a][b][c] = value`` for ``dotted`` = ``a.b.c``; a mapping merges into what is already there
+    (``--regularizer --set regularizer={cross_view: true}`` keeps the regularizer on), as overrides merge
+    into the config file."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise UserError(f"empty key in {dotted!r}")
+    for i, k in enumerate(keys[:-1]):
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise UserError(f"{'.'.join(keys[: i + 1])} is not a mapping ({d!r})")
+    old = d.get(keys[-1])
+    d[keys[-1]] = deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+
+
+def apply_sets(over: dict[str, Any], values: list[str]) -> dict[str, Any]:
+    """``over`` with every ``--set KEY=VALUE`` applied in order (VALUE is YAML). One value may hold
+    several overrides separated by ``;`` (a study file's dataset or variant has a single ``set`` key)."""
+    items = [part.strip() for value in values for part in str(value).split(";") if part.strip()]
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            set_nested(over, k.strip(), yaml.safe_load(v))
+        except yaml.YAMLError as e:
+            why = getattr(e, "problem", None) or "bad YAML"
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({why})") from None
+        except UserError as e:
+            raise UserError(f"--set {item!r}: {e}") from None
+    return over
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
@@ -238,6 +277,8 @@ RANGES: dict[str, str] = {
     "seed": ">= 0",
     "log_every": ">= 1",
     "ckpt_every": ">= 1",
+    "eval_every": ">= 0",
+    "eval_images": ">= 0",
     "eval_batch_size": ">= 1",
     "n_saved_predictions": ">= 0",
 }

@@ -36,15 +36,10 @@ PIPELINE_FILES = [
     "notebooks",
     "src",
 ]
-STUDIES = [
-    "config/smoke.yaml",
-    "params.yaml",
-    "config/nyud.yaml",
-    "config/pascal.yaml",
-    "config/ablations.yaml",
-    "config/synthrooms-gpu.yaml",
-    "config/quick.yaml",
-]
+# every study file of the project (config/*.yaml but the schema), and params.yaml
+STUDIES = ["params.yaml"] + sorted(
+    f"config/{p.name}" for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml"
+)
 _SMOKE = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
 _SMOKE_VARIANTS = _SMOKE["variants"] + _SMOKE["searched_variants"]
 N_SMOKE_RUNS = len(_SMOKE_VARIANTS) * len(_SMOKE["seeds"]) * len(_SMOKE["datasets"])
@@ -191,7 +186,13 @@ def test_smoke_study_outputs(smoke: dict) -> None:
     assert r"\begin{tabular}" in (tables / "synthrooms.tex").read_text()
     assert "reported" in (tables / "reported.md").read_text()
     figs = work / "results/smoke/figures"
-    for stem in ("delta_m_synthrooms", "task_gains_synthrooms", "training_curves_synthrooms"):
+    stems = (
+        "delta_m_synthrooms",
+        "task_gains_synthrooms",
+        "training_curves_synthrooms",
+        "learning_curves_synthrooms",
+    )
+    for stem in stems:
         for ext in (".png", ".pdf"):
             assert (figs / (stem + ext)).stat().st_size > 5000
     qual = {p.name for p in (work / "results/smoke/qualitative").iterdir()}
@@ -275,6 +276,11 @@ def test_dvc_repro_gives_the_same_metrics(smoke: dict) -> None:
     assert "delta_m" in shown.stdout
     plots = json.loads(run([str(BIN / "dvc"), "plots", "show", "--json"], work).stdout)
     assert not plots.get("errors") and "results/smoke/delta_m.csv" in plots["data"]
+    # the learning curves (custom template): validation series of every run, a line per variant
+    (curves,) = plots["data"]["results/smoke/learning_curves.csv"]
+    rows = curves["content"]["data"]["values"]
+    assert {"loss/train", "loss/val", "val/semseg/mIoU"} <= {r["series"] for r in rows}
+    assert {r["variant"] for r in rows} >= {"stl", "mtl", "mtl+3d"}
     for rel in (
         "results/smoke/tables/synthrooms.md",
         "results/smoke/figures/delta_m_synthrooms.pdf",

@@ -11,6 +11,7 @@ from mtl3d import config as C
 from mtl3d.data.registry import create_dataset
 from mtl3d.data.synthrooms import prepare
 from mtl3d.engine.evaluator import evaluate
+from mtl3d.engine.rundir import RunDir
 from mtl3d.engine.trainer import train
 from mtl3d.metrics.baselines import constant_baselines
 
@@ -230,3 +231,77 @@ def test_compiled_training_matches_eager(tmp_path, rooms):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4), k
+
+
+def _log(run):
+    return RunDir(run).train_log.read_text()
+
+
+def test_periodic_validation_logs_curves_without_changing_training_and_resumes_exactly(tmp_path, rooms):
+    """eval_every adds val/... columns every K steps (and at the end); the weights and training losses
+    are those of the same run without it, and a run killed mid-way and resumed writes the same log."""
+    base = {
+        "data": {"root": str(rooms)},
+        "model": {"head_channels": 8},
+        "regularizer": {"enabled": True},
+        "iters": 6,
+        "batch_size": 2,
+        "log_every": 1,
+        "ckpt_every": 2,
+        "n_saved_predictions": 0,
+    }
+    plain = train(C.load(None, base), tmp_path / "plain", progress=False)
+    cfg = C.load(None, {**base, "eval_every": 4, "eval_images": 3})
+    curved = train(cfg, tmp_path / "curved", progress=False)
+    rows = [r.split(",") for r in _log(curved).splitlines()]
+    header = rows[0]
+    val_cols = [i for i, k in enumerate(header) if k.startswith("val/")]
+    assert {"val/loss/total", "val/semseg/mIoU", "val/depth/rmse", "val/normals/mean"} <= set(header)
+    assert not any(k.startswith("val/edges/") for k in header)  # odsF only with eval_edges
+    with_val = [r[0] for r in rows[1:] if all(r[i] != "" for i in val_cols)]
+    assert with_val == ["4", "6"]
+    # training is untouched: the same weights and the same training losses
+    a = torch.load(RunDir(plain).checkpoint, weights_only=False)["model"]
+    b = torch.load(RunDir(curved).checkpoint, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    loss_cols = [k for k in header if k.startswith("loss/")]
+    p_rows = [
+        dict(zip(_log(plain).splitlines()[0].split(","), r.split(","), strict=True))
+        for r in _log(plain).splitlines()[1:]
+    ]
+    c_rows = [dict(zip(header, r, strict=True)) for r in rows[1:]]
+    assert [[r[k] for k in loss_cols] for r in p_rows] == [[r[k] for k in loss_cols] for r in c_rows]
+    # killed after step 4's checkpoint (simulated: the run folder as it was then), resumed: same log
+    resumed = tmp_path / "resumed"
+    train(C.load(None, {**base, "eval_every": 4, "eval_images": 3, "iters": 6}), resumed, progress=False)
+    ckpt = torch.load(RunDir(resumed).checkpoint, weights_only=False)
+    assert ckpt["step"] == 6
+    partial = tmp_path / "partial"
+    cut = C.load(None, {**base, "eval_every": 4, "eval_images": 3, "iters": 6})
+    from mtl3d.engine import trainer
+
+    class Stop(Exception):
+        pass
+
+    real = trainer.atomic_torch_save
+
+    def save(path, state):
+        real(path, state)
+        if state["step"] == 4:
+            raise Stop
+
+    trainer.atomic_torch_save = save
+    try:
+        with pytest.raises(Stop):
+            train(cut, partial, progress=False)
+    finally:
+        trainer.atomic_torch_save = real
+    train(cut, partial, progress=False)
+
+    def strip(text):
+        return [
+            ",".join(c for i, c in enumerate(r.split(",")) if header[i] != "time_s")
+            for r in text.splitlines()
+        ]
+
+    assert strip(_log(partial)) == strip(_log(curved))

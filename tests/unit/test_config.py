@@ -77,3 +77,13 @@ def test_set_mapping_merges_with_earlier_options():
         None, ["regularizer={cross_view: true, cross_view_alpha: 0.3}"], {"regularizer.enabled": True}
     )
     assert cfg.regularizer.enabled and cfg.regularizer.cross_view and cfg.regularizer.cross_view_alpha == 0.3
+
+
+def test_one_set_value_may_hold_several_overrides():
+    """A study file's variant has one `set` key; 'a=1; b=2' applies both, in order."""
+    from mtl3d.cli import _load_config
+
+    cfg = _load_config(None, ["data.train_fraction=0.1; regularizer.mode=flat", "eval_every=5;"], {})
+    assert (cfg.data.train_fraction, cfg.regularizer.mode, cfg.eval_every) == (0.1, "flat", 5)
+    cfg = _load_config(None, ["eval_every=5; eval_every=7"], {})
+    assert cfg.eval_every == 7

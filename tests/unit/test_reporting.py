@@ -500,16 +500,10 @@ def test_dataset_figures_and_stats(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- studies
-STUDY_FILES = [
-    "params.yaml",
-    "config/default.yaml",
-    "config/smoke.yaml",
-    "config/nyud.yaml",
-    "config/pascal.yaml",
-    "config/ablations.yaml",
-    "config/synthrooms-gpu.yaml",
-    "config/quick.yaml",
-]
+# every study file of the project (config/*.yaml but the schema), and params.yaml
+STUDY_FILES = ["params.yaml"] + sorted(
+    f"config/{p.name}" for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml"
+)
 
 
 @pytest.mark.parametrize("name", STUDY_FILES)
@@ -688,3 +682,54 @@ def test_ablation_names_need_their_default(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(study))
     with pytest.raises(UserError, match="before any '@'"):
         load_study(bad, REPO / "config" / "schema.yaml")
+
+
+def test_check_study_applies_the_dataset_and_the_variant_set_as_the_command_line_does() -> None:
+    """The workflow writes the dataset's train options, then the variant's: both `set`s reach mtl3d train
+    (a bad key in either is caught), and one `set` may hold several overrides."""
+    from mtl3d.reporting.study import _run_config
+
+    blocks = [{"dataset": "synthrooms"}, {"set": "eval_every=25; eval_images=36"}]
+    cfg = _run_config(
+        [*blocks, {"model": "mtl", "set": "data.train_fraction=0.1; regularizer.mode=flat"}], None
+    )
+    assert (cfg.eval_every, cfg.eval_images, cfg.data.train_fraction, cfg.regularizer.mode) == (
+        25,
+        36,
+        0.1,
+        "flat",
+    )
+    with pytest.raises(UserError, match="eval_evry"):
+        _run_config(
+            [{"dataset": "synthrooms"}, {"set": "eval_evry=25"}, {"model": "mtl", "set": "iters=3"}], None
+        )
+
+
+def test_learning_curves_sum_the_task_losses_and_keep_each_tasks_headline_metric(tmp_path: Path) -> None:
+    """train/val loss = the sum of the final outputs' task losses at a step (a step missing one task's
+    value is left out); the validation series are each task's Δm metric only."""
+    from mtl3d.reporting.curves import TRAIN_LOSS, VAL_LOSS, learning_curves, write_learning_curves
+
+    run = tmp_path / "s" / "synthrooms" / "mtl" / "seed0"
+    run.mkdir(parents=True)
+    (run / "train_log.csv").write_text(
+        "step,lr,time_s,loss/semseg,loss/depth,loss/total,reg/depth,val/loss/semseg,val/loss/depth,"
+        "val/semseg/mIoU,val/semseg/pixel_acc,val/depth/rmse\n"
+        "1,0.1,1,2.0,0.5,9,0.1,,,,,\n"
+        "2,0.1,2,1.5,,9,0.1,3.0,1.25,20,70,0.9\n"
+        "3,0.1,3,1.0,0.25,9,0.1,2.5,1.0,25,75,0.8\n"
+    )
+    curves = write_learning_curves(tmp_path / "s", tmp_path / "c.csv")
+    got = {(r.series, r.step): r.value for r in curves.itertuples()}
+    assert got == {
+        (TRAIN_LOSS, 1): 2.5,
+        (TRAIN_LOSS, 3): 1.25,
+        (VAL_LOSS, 2): 4.25,
+        (VAL_LOSS, 3): 3.5,
+        ("val/semseg/mIoU", 2): 20,
+        ("val/semseg/mIoU", 3): 25,
+        ("val/depth/rmse", 2): 0.9,
+        ("val/depth/rmse", 3): 0.8,
+    }
+    assert pd.read_csv(tmp_path / "c.csv").shape == (8, 6)
+    assert learning_curves(pd.DataFrame(columns=curves.columns)).empty

@@ -10,6 +10,7 @@ rule collect:
         json="results/{study}/summary.json",
         delta="results/{study}/delta_m.csv",
         comparisons="results/{study}/comparisons.csv",
+        curves="results/{study}/learning_curves.csv",
     params:
         runs_root=runs_root_of,
         reference=config["reference"],
@@ -21,4 +22,5 @@ rule collect:
     shell:
         "mtl3d report collect --runs-root {params.runs_root} --study {wildcards.study}"
         " --reference {params.reference} --out {output.summary} --json {output.json}"
-        " --delta-csv {output.delta} --comparisons {output.comparisons} > {log} 2>&1"
+        " --delta-csv {output.delta} --comparisons {output.comparisons} --curves {output.curves}"
+        " > {log} 2>&1"

@@ -39,6 +39,7 @@ from mtl3d.engine.optim import build_optimizer, load_optimizer_state, lr_lambda
 from mtl3d.engine.rundir import RunDir
 from mtl3d.engine.runtime import loader_workers, resolve_device, seed_everything, to_device, train_loader
 from mtl3d.engine.sampler import StepSampler
+from mtl3d.engine.validation import Validator
 from mtl3d.errors import UserError
 from mtl3d.losses import multitask_loss
 from mtl3d.models import build_model, decode_inputs, split_outputs
@@ -53,6 +54,9 @@ _RESUME_FREE_KEYS = (
     "device",
     "log_every",
     "ckpt_every",
+    "eval_every",
+    "eval_images",
+    "eval_edges",
     "eval_batch_size",
     "n_saved_predictions",
     "regularizer.chunk_rays",
@@ -422,6 +426,9 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
             disable=not (progress and dist.is_main),
             dynamic_ncols=True,
         )
+        validate = None
+        if cfg.eval_every and dist.is_main:
+            validate = Validator(cfg, list(run.model.main_tasks), run.num_classes, run.device)
         t0 = time.perf_counter() - elapsed
         step = start
         micro: list[dict[str, Any]] = []
@@ -434,7 +441,8 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
             losses = run.step(micro if cfg.grad_accum > 1 else micro[0], step)
             micro = []
             step += 1
-            log = step % cfg.log_every == 0 or step == cfg.iters
+            due = bool(cfg.eval_every) and (step % cfg.eval_every == 0 or step == cfg.iters)
+            log = step % cfg.log_every == 0 or step == cfg.iters or due
             save = step % cfg.ckpt_every == 0 or step == cfg.iters
             if not (log or save):
                 bar.update(1)
@@ -447,14 +455,17 @@ def train(cfg: C.TrainConfig, out_dir: str | Path, progress: bool = True) -> Pat
                 )
             last_checked = step
             if log:
-                rows.append(
-                    {
-                        "step": step,
-                        "lr": lr,
-                        "time_s": time.perf_counter() - t0,
-                        **{f"loss/{k}": v for k, v in values.items()},
-                    }
-                )
+                row = {
+                    "step": step,
+                    "lr": lr,
+                    "time_s": time.perf_counter() - t0,
+                    **{f"loss/{k}": v for k, v in values.items()},
+                }
+                if due and validate is not None:
+                    tv = time.perf_counter()
+                    row.update(validate(run.model))
+                    t0 += time.perf_counter() - tv  # time_s stays training time
+                rows.append(row)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if "/" not in k})
             bar.update(1)
             if save:

@@ -36,6 +36,9 @@ def collect(
         help="also write every host vs host+3d paired comparison (bootstrap CI, p) as CSV",
     ),
     resamples: int = typer.Option(2000, "--resamples", help="bootstrap resamples for --comparisons"),
+    curves_out: Path | None = typer.Option(
+        None, "--curves", help="also write every run's learning curves (train_log.csv series) as CSV"
+    ),
 ) -> None:
     """Read every RUNS_ROOT/DATASET/VARIANT/seedK/metrics.json into one tidy summary.csv, with Δm rows."""
     from mtl3d.engine.checkpoint import atomic_write_text
@@ -53,6 +56,12 @@ def collect(
             comparisons_out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(comparisons_out, comp.to_csv(index=False, float_format="%.6g"))
             typer.echo(f"{comparisons_out}: {len(comp)} rows")
+        if curves_out is not None:
+            from mtl3d.reporting.curves import write_learning_curves
+
+            curves_out.parent.mkdir(parents=True, exist_ok=True)
+            curves = write_learning_curves(runs_root, curves_out)
+            typer.echo(f"{curves_out}: {len(curves)} rows")
     except UserError as e:
         _fail(e)
     n_runs = df.drop_duplicates(["dataset", "variant", "seed"]).shape[0]

@@ -179,36 +179,31 @@ _TRAIN_OPTIONS = {
 _OTHER_OPTIONS = ("config", "set", "quiet")
 
 
-def _run_config(options: dict[str, Any], root: Path | None) -> Any:
-    import yaml
-
+def _run_config(option_blocks: list[dict[str, Any]], root: Path | None) -> Any:
+    """The config of ``mtl3d train`` given the blocks' options in order on its command line, as the
+    workflow writes them (the dataset's train options, then the variant's): a later option wins, and
+    every block's ``set`` applies."""
     from mtl3d import config as C
 
     over: dict[str, Any] = {}
-    for k, v in options.items():
-        if k not in _TRAIN_OPTIONS and k not in _OTHER_OPTIONS:
-            valid = ", ".join(sorted([*_TRAIN_OPTIONS, *_OTHER_OPTIONS]))
-            raise UserError(f"mtl3d train has no option --{k}; valid here: {valid}")
-        if k in _TRAIN_OPTIONS:
-            value = v.split(",") if k == "tasks" and isinstance(v, str) else v
-            over = C.deep_merge(over, _nested(_TRAIN_OPTIONS[k], value))
-        elif k == "set":
-            key, _, text = str(v).partition("=")
-            over = C.deep_merge(over, _nested(key.strip(), yaml.safe_load(text)))
+    sets: list[str] = []
+    config = None
+    for options in option_blocks:
+        for k, v in options.items():
+            if k not in _TRAIN_OPTIONS and k not in _OTHER_OPTIONS:
+                valid = ", ".join(sorted([*_TRAIN_OPTIONS, *_OTHER_OPTIONS]))
+                raise UserError(f"mtl3d train has no option --{k}; valid here: {valid}")
+            if k in _TRAIN_OPTIONS:
+                value = v.split(",") if k == "tasks" and isinstance(v, str) else v
+                C.set_nested(over, _TRAIN_OPTIONS[k], value)
+            elif k == "set":
+                sets.append(str(v))
+            elif k == "config":
+                config = v
     path = None
-    if "config" in options:
-        path = (root / str(options["config"])) if root is not None else Path(str(options["config"]))
-    return C.load(path, over)
-
-
-def _nested(dotted: str, value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    d = out
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
-    return out
+    if config is not None:
+        path = (root / str(config)) if root is not None else Path(str(config))
+    return C.load(path, C.apply_sets(over, sets))
 
 
 def check_run_configs(study: dict[str, Any], root: Path | None) -> None:
@@ -226,9 +221,8 @@ def check_run_configs(study: dict[str, Any], root: Path | None) -> None:
             (f"search {x['name']}", {"model": x["model"], **x["args"]}) for x in study.get("searches", [])
         ]
         for where, args in entries:
-            options = {"dataset": d["name"], **d.get("train", {}), **args}
             try:
-                _run_config(options, root)
+                _run_config([{"dataset": d["name"]}, d.get("train", {}), args], root)
             except UserError as e:
                 raise UserError(f"study {study['study']}: dataset {d['name']}, {where}: {e}") from None
 

@@ -23,6 +23,7 @@ from mtl3d.reporting.figures.qualitative import (
 )
 from mtl3d.reporting.figures.study import (
     delta_m_figure,
+    learning_curves_figure,
     read_training_logs,
     task_gain_figure,
     training_curves_figure,
@@ -40,6 +41,7 @@ __all__ = [
     "delta_m_figure",
     "forest_figure",
     "label_stats_figure",
+    "learning_curves_figure",
     "load_prediction",
     "multiview_figure",
     "qualitative_figure",

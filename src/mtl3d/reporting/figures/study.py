@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mtl3d.engine.rundir import RunDir, find_runs
+from mtl3d.engine.validation import VAL_PREFIX
 from mtl3d.reporting.collect import ALL_TASKS, DELTA, GAIN
+from mtl3d.reporting.curves import TRAIN_LOSS, VAL_LOSS, learning_curves, read_training_logs
 from mtl3d.reporting.figures.forest import forest_figure
 from mtl3d.reporting.figures.style import save_figure, theme
 from mtl3d.reporting.labels import TASK_LABELS, ordered_tasks, variant_order
 from mtl3d.reporting.study import ABLATION
+from mtl3d.tasks import TASKS
 
 
 def delta_m_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
@@ -114,31 +116,12 @@ def task_gain_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl"
     return fig
 
 
-def read_training_logs(runs_root: str | Path) -> pd.DataFrame:
-    """All ``train_log.csv`` of a study, long format: dataset, variant, seed, step, series, value."""
-    frames = []
-    for rd in find_runs(runs_root, RunDir.TRAIN_LOG):
-        log = pd.DataFrame(rd.read_train_log())
-        if "step" not in log.columns:
-            continue
-        log["step"] = log["step"].astype(int)
-        series = [c for c in log.columns if c.startswith(("loss/", "reg/"))]
-        long = log.melt(id_vars=["step"], value_vars=series, var_name="series", value_name="value")
-        long.insert(0, "seed", rd.seed)
-        long.insert(0, "variant", rd.variant)
-        long.insert(0, "dataset", rd.dataset)
-        frames.append(long)
-    if not frames:
-        return pd.DataFrame(columns=["dataset", "variant", "seed", "step", "series", "value"])
-    return pd.concat(frames, ignore_index=True).dropna(subset=["value"])
-
-
 def training_curves_figure(logs: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
     """Training losses against steps: a panel per loss term, a line per variant (band: std over seeds)."""
     import seaborn as sns
 
     theme()
-    d = logs[logs["dataset"] == dataset]
+    d = logs[(logs["dataset"] == dataset) & logs["series"].str.startswith(("loss/", "reg/"))]
     series = sorted(d["series"].unique(), key=lambda s: (s != "loss/total", "reg/" in s, s))
     n = max(1, len(series))
     ncol = min(4, n)
@@ -176,6 +159,89 @@ def training_curves_figure(logs: pd.DataFrame, dataset: str, reference: str = "s
     return fig
 
 
+def _no_data(fig: Figure, text: str) -> Figure:
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
+def learning_curves_figure(curves: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
+    """Validation curves and train vs validation loss (``reporting.curves.learning_curves``).
+
+    Top row: each task's Δm metric on the validation subset against steps, a line per variant (mean over
+    seeds, band: std over seeds). Below: a small panel per variant with the final outputs' loss summed
+    over the tasks on the training batches and on the validation subset (band: std over seeds).
+    """
+    import seaborn as sns
+
+    theme()
+    d = curves[curves["dataset"] == dataset]
+    val = d[d["series"].str.startswith(VAL_PREFIX)]
+    metrics = [
+        s
+        for t in ordered_tasks(s.split("/")[1] for s in val["series"].unique())
+        for s in sorted(val["series"].unique())
+        if s.split("/")[1] == t
+    ]
+    if not metrics:
+        return _no_data(
+            Figure(figsize=(6, 2), layout="constrained"),
+            f"{dataset}: no validation curves (train with eval_every > 0)",
+        )
+    order = variant_order(list(d["variant"].unique()), reference)
+    ncol = max(len(metrics), 4)
+    loss_rows = -(-len(order) // ncol)
+    fig = Figure(figsize=(3.0 * ncol, 2.5 * (1 + loss_rows)), layout="constrained")
+    axes = fig.subplots(1 + loss_rows, ncol, squeeze=False)
+    palette = dict(zip(order, sns.color_palette("deep", len(order)), strict=True))
+    for k, s in enumerate(metrics):
+        ax = axes[0][k]
+        task, metric = s.split("/")[1:3]
+        sns.lineplot(
+            data=val[val["series"] == s],
+            x="step",
+            y="value",
+            hue="variant",
+            hue_order=order,
+            errorbar="sd",
+            palette=palette,
+            ax=ax,
+            legend=(k == len(metrics) - 1),
+        )
+        arrow = "↓" if TASKS[task].lower_is_better else "↑"
+        ax.set_title(f"val {TASK_LABELS.get(task, task)} {metric} {arrow}", fontsize="small")
+        ax.set_ylabel("")
+        if k == len(metrics) - 1:
+            sns.move_legend(
+                ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="", frameon=False, fontsize="x-small"
+            )
+    for k in range(len(metrics), ncol):
+        axes[0][k].set_axis_off()
+    losses = d[d["series"].isin([TRAIN_LOSS, VAL_LOSS])]
+    for k, v in enumerate(order):
+        ax = axes[1 + k // ncol][k % ncol]
+        sns.lineplot(
+            data=losses[losses["variant"] == v],
+            x="step",
+            y="value",
+            hue="series",
+            hue_order=[TRAIN_LOSS, VAL_LOSS],
+            palette=["0.55", palette[v]],
+            errorbar="sd",
+            ax=ax,
+            legend=(k == 0),
+        )
+        ax.set_title(f"{v}: train vs val loss", fontsize="small")
+        ax.set_ylabel("")
+        if k == 0:
+            sns.move_legend(ax, "upper right", title="", frameon=False, fontsize="x-small")
+    for k in range(len(order), loss_rows * ncol):
+        axes[1 + k // ncol][k % ncol].set_axis_off()
+    fig.suptitle(f"{dataset}: learning curves (validation subset, mean ± std over seeds)")
+    return fig
+
+
 def write_study_figures(
     summary: pd.DataFrame,
     runs_root: str | Path | None,
@@ -193,6 +259,11 @@ def write_study_figures(
         written += save_figure(task_gain_figure(summary, d, reference), out / f"task_gains_{d}")
         if logs is not None:
             written += save_figure(training_curves_figure(logs, d, reference), out / f"training_curves_{d}")
+            curves = learning_curves(logs[logs["dataset"] == d])
+            if curves["series"].str.startswith(VAL_PREFIX).any():
+                written += save_figure(
+                    learning_curves_figure(curves, d, reference), out / f"learning_curves_{d}"
+                )
         rows = comparisons[comparisons["dataset"] == d] if comparisons is not None else None
         if rows is not None and not rows.empty:
             ablation = rows["b"].astype(str).str.contains(ABLATION, regex=False)
