@@ -167,8 +167,9 @@ def test_smoke_study_outputs(smoke: dict) -> None:
     outputs, _ = dry_run_jobs(copy_pipeline(work.parent / "plan"), "config/smoke.yaml")
     n = N_SMOKE_RUNS
     # download record + prepare, searches + votes, train, evaluate (predictions, metrics),
-    # collect (summary.csv/json, delta_m.csv, comparisons.csv), notebooks (each with its outputs)
-    assert len(outputs) == 2 + N_SMOKE_SEARCH_OUTPUTS + n + n * 2 + 4 + 4 * 2
+    # collect (summary.csv/json, delta_m.csv, comparisons.csv, learning_curves.csv), notebooks (each
+    # with its outputs)
+    assert len(outputs) == 2 + N_SMOKE_SEARCH_OUTPUTS + n + n * 2 + 5 + 4 * 2
     for rel in sorted(outputs):
         path = work / rel
         assert path.exists(), f"declared output missing: {rel}"
