@@ -340,10 +340,19 @@ def export(
     card: Annotated[bool, typer.Option(help="also write a Markdown model card next to it (NAME.md)")] = False,
     data_root: Annotated[str | None, typer.Option(help="the run's prepared dataset, if moved")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing file")] = False,
+    best_seed: Annotated[
+        Path | None,
+        typer.Option(
+            help="RUN_DIR is a variant's folder: export its seed with the best Δm in this summary.csv"
+        ),
+    ] = None,
 ) -> None:
     """Write a self-contained model file (safetensors weights, config, classes, metrics, hashes)."""
-    from mtl3d.reporting.export import export_run, write_card
+    from mtl3d.reporting.export import best_seed_run, export_run, write_card
 
+    if best_seed is not None:
+        run_dir = best_seed_run(run_dir, best_seed)
+        typer.echo(f"best seed by Δm: {run_dir}")
     meta = export_run(run_dir, out, data_root=data_root, overwrite=overwrite)
     typer.echo(f"{out}  sha256 {meta['file_sha256']}  (weights sha256 {meta['weights_sha256']})")
     if card:

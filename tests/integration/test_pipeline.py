@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -168,8 +169,9 @@ def test_smoke_study_outputs(smoke: dict) -> None:
     n = N_SMOKE_RUNS
     # download record + prepare, searches + votes, train, evaluate (predictions, metrics),
     # collect (summary.csv/json, delta_m.csv, comparisons.csv, learning_curves.csv), notebooks (each
-    # with its outputs)
-    assert len(outputs) == 2 + N_SMOKE_SEARCH_OUTPUTS + n + n * 2 + 5 + 4 * 2
+    # with its outputs), the export stage (model file + card per exported variant)
+    n_export = 2 * len(_SMOKE["export"]) * len(_SMOKE["datasets"])
+    assert len(outputs) == 2 + N_SMOKE_SEARCH_OUTPUTS + n + n * 2 + 5 + 4 * 2 + n_export
     for rel in sorted(outputs):
         path = work / rel
         assert path.exists(), f"declared output missing: {rel}"
@@ -186,6 +188,12 @@ def test_smoke_study_outputs(smoke: dict) -> None:
         assert variant_row in md
     assert r"\begin{tabular}" in (tables / "synthrooms.tex").read_text()
     assert "reported" in (tables / "reported.md").read_text()
+    # the export stage: the exported variant's best seed loads and predicts like a model file
+    import mtl3d
+
+    model = mtl3d.load(work / "results/smoke/models/synthrooms/mtl+3d.mtl3d")
+    assert set(model.predict(np.zeros((20, 30, 3), np.uint8))) == {"semseg", "depth", "normals", "edges"}
+    assert "mtl+3d" in (work / "results/smoke/models/synthrooms/mtl+3d.md").read_text()
     figs = work / "results/smoke/figures"
     stems = (
         "delta_m_synthrooms",

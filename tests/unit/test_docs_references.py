@@ -50,3 +50,17 @@ def test_no_reference_to_notes_outside_the_repository():
             if PRIVATE.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:100]}")
     assert not hits, "references to notes a fresh clone does not have:\n" + "\n".join(hits)
+
+
+def test_models_doc_lists_each_models_default_backbone() -> None:
+    """docs/models.md's default-backbone table says what the registry declares, for every model."""
+
+    from mtl3d.models import list_models
+    from mtl3d.models.registry import default_backbone
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    documented = {}
+    for backbone, models in re.findall(r"^\| `([a-z0-9_]+)` \| ((?:`[a-z0-9_]+`(?:, )?)+) \|", text, re.M):
+        for name in re.findall(r"`([a-z0-9_]+)`", models):
+            documented[name] = backbone
+    assert documented == {name: default_backbone(name) for name in list_models()}

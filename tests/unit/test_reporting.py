@@ -733,3 +733,27 @@ def test_learning_curves_sum_the_task_losses_and_keep_each_tasks_headline_metric
     }
     assert pd.read_csv(tmp_path / "c.csv").shape == (8, 6)
     assert learning_curves(pd.DataFrame(columns=curves.columns)).empty
+
+
+def test_export_stage_picks_the_seed_with_the_best_delta_m(tmp_path: Path) -> None:
+    from mtl3d.reporting.export import best_seed_run
+
+    variant = tmp_path / "runs" / "s" / "synthrooms" / "mtl+3d"
+    for seed in (0, 1, 2):
+        (variant / f"seed{seed}").mkdir(parents=True)
+        (variant / f"seed{seed}" / "done").write_text("1\n")
+    head = "study,dataset,model,variant,regularizer,backbone,seed,task,metric,value\n"
+    rows = [
+        "s,synthrooms,mtl,mtl+3d,True,resnet18,0,all,delta_m,-1.5",
+        "s,synthrooms,mtl,mtl+3d,True,resnet18,1,all,delta_m,2.0",
+        "s,synthrooms,mtl,mtl+3d,True,resnet18,2,all,delta_m,2.0",
+        "s,synthrooms,mtl,mtl+3d,True,resnet18,0,semseg,mIoU,99",
+        "s,synthrooms,mtl,mtl,False,resnet18,0,all,delta_m,9.0",
+    ]
+    summary = tmp_path / "summary.csv"
+    summary.write_text(head + "\n".join(rows) + "\n")
+    assert best_seed_run(variant, summary) == variant / "seed1"  # a tie goes to the lower seed
+    (variant / "seed1" / "done").unlink()  # an unfinished run is never exported
+    assert best_seed_run(variant, summary) == variant / "seed2"
+    with pytest.raises(UserError, match="no Δm of a finished run of synthrooms/stl"):
+        best_seed_run(variant.parent / "stl", summary)

@@ -6,7 +6,16 @@ import shutil
 import subprocess
 from shlex import quote
 
-from mtl3d.engine.rundir import RunDir, run_path, runs_root, search_path, searches_of, voted_genotype_path
+from mtl3d.engine.rundir import (
+    RunDir,
+    exported_model_path,
+    run_path,
+    runs_root,
+    search_path,
+    searches_of,
+    variant_path,
+    voted_genotype_path,
+)
 
 STUDY = config["study"]
 DATASETS = {d["name"]: d for d in config["datasets"]}
@@ -21,6 +30,9 @@ SEARCH_SEEDS = [int(s) for s in config.get("search_seeds", [0])]
 RUN = run_path("{study}", "{dataset}", "{variant}", "{seed}")
 SEARCH = search_path("{study}", "{dataset}", "{search}", "{seed}")
 VOTED_GENOTYPE = voted_genotype_path("{study}", "{dataset}", "{search}")
+EXPORTED_MODEL = exported_model_path("{study}", "{dataset}", "{variant}")
+# Variants whose best seed the export stage writes as a model file (none unless the study lists some).
+EXPORT = list(config.get("export", []))
 
 
 def _local_gpu_count():
@@ -213,4 +225,10 @@ def all_outputs():
         f"{base}/figures",
         f"{base}/notebooks/qualitative.ipynb",
         f"{base}/qualitative",
-    ] + [f"{base}/notebooks/dataset_{d}.ipynb" for d in DATASETS] + [f"{base}/dataset/{d}" for d in DATASETS]
+    ] + [f"{base}/notebooks/dataset_{d}.ipynb" for d in DATASETS] + [f"{base}/dataset/{d}" for d in DATASETS] + [
+        exported_model_path(STUDY, d, v) for d in DATASETS for v in EXPORT
+    ]
+
+
+def variant_dir_of(wildcards):
+    return variant_path(wildcards.study, wildcards.dataset, wildcards.variant)

@@ -53,7 +53,17 @@ def runs_root(study: str) -> str:
 def run_path(study: str, dataset: str, variant: str, seed: int | str) -> str:
     """``results/runs/STUDY/DATASET/VARIANT/seedK``, relative to the project root. Any argument may be a
     placeholder, which makes the path template of Snakemake (``{study}``) or DVC (``${study}``)."""
-    return f"{runs_root(study)}/{dataset}/{variant}/{seed_dir_name(seed)}"
+    return f"{variant_path(study, dataset, variant)}/{seed_dir_name(seed)}"
+
+
+def variant_path(study: str, dataset: str, variant: str) -> str:
+    """The folder of a variant's seed runs, ``results/runs/STUDY/DATASET/VARIANT``."""
+    return f"{runs_root(study)}/{dataset}/{variant}"
+
+
+def exported_model_path(study: str, dataset: str, variant: str) -> str:
+    """Where the pipeline's export stage (a study's ``export`` list) writes a variant's best seed."""
+    return f"results/{study}/models/{dataset}/{variant}.mtl3d"
 
 
 def search_path(study: str, dataset: str, search: str, seed: int | str) -> str:

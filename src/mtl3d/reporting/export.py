@@ -8,8 +8,35 @@ from typing import Any
 from mtl3d.engine import modelfile
 from mtl3d.engine.checkpoint import atomic_write_text
 from mtl3d.engine.predictor import describe_run
+from mtl3d.engine.rundir import RunDir, parse_seed
 from mtl3d.errors import UserError
+from mtl3d.reporting.collect import ALL_TASKS, DELTA, read_summary
 from mtl3d.reporting.figures.style import class_colors
+
+
+def best_seed_run(variant_dir: str | Path, summary_csv: str | Path) -> Path:
+    """The seed folder of ``variant_dir`` (``.../DATASET/VARIANT``) whose run has the highest Δm in the
+    study's ``summary.csv`` (ties: the lowest seed), for the pipeline's export stage."""
+    variant_dir = Path(variant_dir)
+    dataset, variant = variant_dir.parent.name, variant_dir.name
+    df = read_summary(summary_csv)
+    rows = df[
+        (df["dataset"] == dataset)
+        & (df["variant"] == variant)
+        & (df["task"] == ALL_TASKS)
+        & (df["metric"] == DELTA)
+    ]
+    seeds = {int(s) for s in rows["seed"]}
+    found = (
+        {parse_seed(p.name): p for p in variant_dir.iterdir() if p.is_dir()} if variant_dir.is_dir() else {}
+    )
+    runs = {s: p for s, p in found.items() if s in seeds and RunDir(p).done.is_file()}
+    if not runs:
+        raise UserError(
+            f"{summary_csv} has no Δm of a finished run of {dataset}/{variant} under {variant_dir}"
+        )
+    best = rows[rows["seed"].isin(list(runs))].sort_values(["value", "seed"], ascending=[False, True])
+    return runs[int(best.iloc[0]["seed"])]
 
 
 def export_run(

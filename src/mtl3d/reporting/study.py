@@ -13,7 +13,7 @@ from typing import Any
 
 from mtl3d.config import read_yaml
 from mtl3d.engine.rundir import REG_SUFFIX, run_path
-from mtl3d.errors import UserError
+from mtl3d.errors import UserError, unknown_name
 
 SCHEMA_RELPATH = Path("config") / "schema.yaml"
 ABLATION = "@"  # `mtl+3d@sum`: variant `mtl+3d` with one choice changed (config/ablations.yaml)
@@ -125,6 +125,9 @@ def check_grid(study: dict[str, Any]) -> None:
                 f"{v['search']!r}, which is not among the searches ({', '.join(sorted(searches)) or 'none'})"
             )
     names = {v["name"] for v in all_variants(study)}
+    unknown = [n for n in study.get("export", []) if n not in names]
+    if unknown:
+        raise unknown_name(f"study {study['study']}: export variant", unknown[0], sorted(names))
     for v in all_variants(study):
         reg = bool(v["args"].get("regularizer", False))
         base = v["name"].split(ABLATION, 1)[0]
