@@ -202,3 +202,28 @@ def compare(
 
         paths = save_figure(forest_figure(df), figure.with_suffix("") if figure.suffix else figure)
         typer.echo(f"{figure}: {len(paths)} files")
+
+
+@app.command()
+def publish(
+    study: str = typer.Option(..., "--study", help="the study whose outputs to copy"),
+    out: Path = typer.Option(..., "--out", help="folder to (re)write, e.g. docs/results/STUDY"),
+    command: str = typer.Option(..., "--command", help="the command that ran the study (recorded)"),
+    wall_time: str = typer.Option(..., "--wall-time", help="how long it took, e.g. '74 min 10 s' (recorded)"),
+    results: Path = typer.Option(Path("results"), "--results", help="the project's results folder"),
+    note: str = typer.Option("", "--note", help="anything else a reader should know (recorded)"),
+) -> None:
+    """Copy a finished study's small outputs (CSV, Markdown tables, PNG figures, per-run metrics and
+    logs; no checkpoints) into OUT with provenance.json (command, code version, machine, date, wall time)."""
+    from datetime import datetime, timezone
+
+    from mtl3d.engine.rundir import runs_root
+    from mtl3d.reporting.publish import publish as do_publish
+
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    info = {"study": study, "command": command, "wall_time": wall_time, "date": when, "note": note}
+    try:
+        written = do_publish(results / study, results.parent / runs_root(study), out, info)
+    except UserError as e:
+        _fail(e)
+    typer.echo(f"{out}: {len(written)} files")
