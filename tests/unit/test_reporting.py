@@ -757,3 +757,35 @@ def test_export_stage_picks_the_seed_with_the_best_delta_m(tmp_path: Path) -> No
     assert best_seed_run(variant, summary) == variant / "seed2"
     with pytest.raises(UserError, match="no Δm of a finished run of synthrooms/stl"):
         best_seed_run(variant.parent / "stl", summary)
+
+
+def test_effects_figure_puts_each_control_under_its_regularizer_effect() -> None:
+    from mtl3d.reporting.figures import effects_figure
+
+    rows = []
+    for h in ("mtl-f10", "mtinet-f10"):
+        for a, b in ((h + "+3d", h + "+3d@flat"), (h, h + "+3d")):
+            for task, metric in (("all", "delta_m"), ("semseg", "mIoU")):
+                rows.append(
+                    {
+                        "host": a,
+                        "task": task,
+                        "metric": metric,
+                        "diff": 0.5,
+                        "ci_low": -1.0,
+                        "ci_high": 2.0,
+                        "seeds": 6,
+                        "a": a,
+                        "b": b,
+                        "dataset": "synthrooms",
+                    }
+                )
+    fig = effects_figure(pd.DataFrame(rows))
+    top_down = [t.get_text() for t in fig.axes[0].get_yticklabels()][::-1]
+    assert top_down == [
+        "mtl-f10+3d − mtl-f10",
+        "mtl-f10+3d@flat − mtl-f10+3d",
+        "mtinet-f10+3d − mtinet-f10",
+        "mtinet-f10+3d@flat − mtinet-f10+3d",
+    ]
+    assert len(fig.axes) == 2  # one panel per (task, metric)

@@ -23,6 +23,7 @@ from mtl3d.reporting.figures.qualitative import (
 )
 from mtl3d.reporting.figures.study import (
     delta_m_figure,
+    effects_figure,
     learning_curves_figure,
     read_training_logs,
     task_gain_figure,
@@ -39,6 +40,7 @@ __all__ = [
     "dataset_samples_figure",
     "dataset_stats",
     "delta_m_figure",
+    "effects_figure",
     "forest_figure",
     "label_stats_figure",
     "learning_curves_figure",

@@ -271,4 +271,21 @@ def write_study_figures(
                 written += save_figure(forest_figure(rows[~ablation]), out / f"regularizer_effect_{d}")
             if ablation.any():
                 written += save_figure(forest_figure(rows[ablation]), out / f"ablations_{d}")
+            if (~ablation).any() and ablation.any():
+                written += save_figure(effects_figure(rows), out / f"effects_{d}")
     return written
+
+
+def effects_figure(comparisons: pd.DataFrame) -> Figure:
+    """Every comparison of a study in one forest plot, each labelled ``B − A``: a host's ``+3d − host``
+    followed by the ablations of that ``+3d`` (e.g. the capacity control ``+3d@flat − +3d``), so the
+    regularizer's effect and what a control says about it read side by side."""
+    rows = comparisons.assign(host=comparisons["b"].astype(str) + " − " + comparisons["a"].astype(str))
+    ablation = rows["b"].astype(str).str.contains(ABLATION, regex=False)
+    order = []
+    for a, b in dict.fromkeys(zip(rows["a"][~ablation], rows["b"][~ablation], strict=True)):
+        order.append(f"{b} − {a}")
+        order += [h for h in dict.fromkeys(rows["host"][ablation & (rows["a"] == b)])]
+    order += [h for h in dict.fromkeys(rows["host"]) if h not in order]
+    rank = {h: i for i, h in enumerate(order)}
+    return forest_figure(rows.sort_values("host", key=lambda c: c.map(rank), kind="stable"))
