@@ -789,3 +789,14 @@ def test_effects_figure_puts_each_control_under_its_regularizer_effect() -> None
         "mtinet-f10+3d@flat − mtinet-f10+3d",
     ]
     assert len(fig.axes) == 2  # one panel per (task, metric)
+
+
+def test_interval_seeds_from_the_t_distribution() -> None:
+    """Half-width t_{0.975, n-1}·sd/√n: sd 2 at 6 seeds is ±2.571·2/√6 = ±2.10; ±1.5 needs 10 seeds
+    (±2.262·2/√10 = ±1.431; at 9, ±2.306·2/3 = ±1.537)."""
+    from mtl3d.reporting.power import interval_halfwidth, seeds_for_interval
+
+    assert interval_halfwidth(6, 2.0) == pytest.approx(2.5706 * 2 / 6**0.5, rel=1e-4)
+    assert interval_halfwidth(9, 2.0) == pytest.approx(2.3060 * 2 / 3, rel=1e-4)
+    assert seeds_for_interval(1.5, 2.0) == 10
+    assert seeds_for_interval(1.5, 0.0) == 2 and math.isnan(seeds_for_interval(1.5, math.nan))

@@ -98,3 +98,65 @@ def seed_power_table(
             "seeds_needed_sd80",
         ],
     )
+
+
+def interval_halfwidth(n: int, sd: float, alpha: float = 0.05) -> float:
+    """Half-width of the two-sided t interval of a mean over ``n`` paired seeds with spread ``sd``."""
+    if n < 2 or not sd >= 0:
+        return math.nan
+    return float(stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n))
+
+
+def seeds_for_interval(halfwidth: float, sd: float, alpha: float = 0.05, cap: int = 10_000) -> float:
+    """Smallest number of paired seeds whose t interval is at most ``±halfwidth``; NaN when ``sd`` is
+    unknown."""
+    if not (sd >= 0 and math.isfinite(sd)) or halfwidth <= 0:
+        return math.nan
+    for n in range(2, cap + 1):
+        if interval_halfwidth(n, sd, alpha) <= halfwidth:
+            return float(n)
+    return math.inf
+
+
+def seed_interval_table(
+    summary: pd.DataFrame,
+    dataset: str,
+    halfwidth: float = 1.5,
+    task: str = "all",
+    metric: str = "delta_m",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Per host with a ``+3d`` twin: the spread of the per-seed paired differences (Δm by default), the
+    half-width of the t interval it gives at the seeds measured, and the seeds a ``±halfwidth`` interval
+    needs at that spread and at the upper end of the spread's 80 % interval."""
+    sub = summary[(summary["dataset"] == dataset) & (summary["task"] == task) & (summary["metric"] == metric)]
+    values = sub.pivot_table(index="seed", columns="variant", values="value", aggfunc="mean")
+    rows = []
+    for host, twin in regularizer_pairs(list(values.columns)):
+        d = (values[twin] - values[host]).dropna().to_numpy(dtype=float)
+        n = len(d)
+        sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
+        sd_hi = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.1, n - 1)) if n >= 2 else math.nan
+        rows.append(
+            {
+                "host": host,
+                "seeds": n,
+                "mean_diff": float(np.mean(d)) if n else math.nan,
+                "sd_diff": sd,
+                "halfwidth": interval_halfwidth(n, sd, alpha),
+                "target": halfwidth,
+                "seeds_needed": seeds_for_interval(halfwidth, sd, alpha),
+                "seeds_needed_sd80": seeds_for_interval(halfwidth, sd_hi, alpha),
+            }
+        )
+    columns = [
+        "host",
+        "seeds",
+        "mean_diff",
+        "sd_diff",
+        "halfwidth",
+        "target",
+        "seeds_needed",
+        "seeds_needed_sd80",
+    ]
+    return pd.DataFrame(rows, columns=columns)

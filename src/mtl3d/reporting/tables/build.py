@@ -16,7 +16,7 @@ import pandas as pd
 from mtl3d.reporting.collect import ALL_TASKS, DELTA, GAIN, RUN_TASK, aggregate
 from mtl3d.reporting.compare import significant
 from mtl3d.reporting.labels import TASK_LABELS, arrow, lower_is_better, ordered_tasks, variant_order
-from mtl3d.reporting.power import seed_power_table
+from mtl3d.reporting.power import seed_interval_table, seed_power_table
 from mtl3d.reporting.study import ABLATION, REG_SUFFIX
 from mtl3d.tasks import TASKS
 
@@ -320,5 +320,49 @@ def power_table(summary: pd.DataFrame, dataset: str, effect: float = 1.0) -> Tab
             f"{dataset}: seeds (paired runs host / host+3d) a two-sided paired t-test at α = 0.05 needs to "
             f"detect a {effect:g}-point mIoU difference with 80 % power, from the spread of the per-seed "
             "differences measured here (and from the upper end of that spread's 80 % interval)."
+        ),
+    )
+
+
+def interval_table(summary: pd.DataFrame, dataset: str, halfwidth: float = 1.5) -> Table | None:
+    """Seeds a ``±halfwidth`` interval of each host's Δm change needs (``power.seed_interval_table``);
+    None when the dataset has fewer than two paired seeds."""
+    df = seed_interval_table(summary, dataset, halfwidth)
+    df = df[df["seeds"] >= 2]
+    if df.empty:
+        return None
+
+    def n(x: float) -> str:
+        return "–" if math.isnan(x) else ("> 10000" if math.isinf(x) else str(int(x)))
+
+    rows = [
+        [
+            r.host,
+            str(r.seeds),
+            f"{r.mean_diff:+.2f}",
+            f"{r.sd_diff:.2f}",
+            f"±{r.halfwidth:.2f}",
+            n(r.seeds_needed),
+            n(r.seeds_needed_sd80),
+        ]
+        for r in df.itertuples()
+    ]
+    header = [
+        "Host",
+        "Seeds",
+        "mean Δ Δm (+3d − host)",
+        "sd of Δ over seeds",
+        "t interval now",
+        f"seeds for ±{halfwidth:g}",
+        "at sd's 80 % bound",
+    ]
+    return Table(
+        header,
+        rows,
+        caption=(
+            f"{dataset}: the spread over seeds of each host's paired Δm change (+3d − host, on the whole "
+            f"evaluation split), the half-width of the 95 % t interval it gives at the seeds measured, and "
+            f"the seeds a ±{halfwidth:g}-point interval needs at that spread (and at the upper end of the "
+            "spread's 80 % interval)."
         ),
     )

@@ -11,6 +11,7 @@ from mtl3d.reporting.reported import SOURCES, load_reported
 from mtl3d.reporting.tables.build import (
     Table,
     ablation_table,
+    interval_table,
     main_table,
     power_table,
     regularizer_table,
@@ -148,6 +149,9 @@ def write_all_tables(
         power = power_table(summary, d)
         if power is not None:
             written += write_table(power, out / f"{d}_seeds_needed", label=f"tab:{d}-seeds")
+        interval = interval_table(summary, d)
+        if interval is not None:
+            written += write_table(interval, out / f"{d}_interval", label=f"tab:{d}-interval")
     rep = reported if reported is not None else load_reported()
     for d in datasets:
         paper = paper_table(summary, rep, d, reference)
