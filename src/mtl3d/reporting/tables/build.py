@@ -228,26 +228,12 @@ def ablation_table(summary: pd.DataFrame, dataset: str, comparisons: pd.DataFram
     ]
     if comp.empty:
         return None
-    base = str(comp["a"].iloc[0])
+    bases = list(dict.fromkeys(comp["a"].astype(str)))
     cols = list(dict.fromkeys(zip(comp["task"], comp["metric"], strict=True)))
     header = ["Variant"] + [
         "Δm (%) ↑" if t == ALL_TASKS else f"{TASK_LABELS.get(t, t)} {m}{arrow(t, m)}" for t, m in cols
     ]
     agg = aggregate(summary[summary["dataset"] == dataset]).set_index(["variant", "task", "metric"])
-    first = [f"{base} (default)"]
-    for t, m in cols:
-        key = (base, t, m)
-        first.append(
-            fmt(
-                float(agg.loc[key, "mean"]),
-                float(agg.loc[key, "std"]),
-                int(agg.loc[key, "n"]),
-                decimals(t, m),
-            )
-            if key in agg.index
-            else "–"
-        )
-    rows = [first]
 
     def cells(sub: pd.DataFrame, sign: float) -> list[str]:
         out = []
@@ -263,21 +249,42 @@ def ablation_table(summary: pd.DataFrame, dataset: str, comparisons: pd.DataFram
             out.append(f"{sign * r['diff']:+.{k}f} [{lo:+.{k}f}, {hi:+.{k}f}]{star}")
         return out
 
-    if base.endswith(REG_SUFFIX):  # the regularizer switched off, as one more "choice"
-        host = base.removesuffix(REG_SUFFIX)
-        off = comparisons[
-            (comparisons["dataset"] == dataset) & (comparisons["a"] == host) & (comparisons["b"] == base)
-        ]
-        if not off.empty:
-            rows.append([f"no regularizer ({host})", *cells(off, -1.0)])
-    for b, sub in comp.groupby("b", sort=True):
-        rows.append([f"{ABLATION}{str(b).split(ABLATION, 1)[1]}", *cells(sub, 1.0)])
+    rows = []
+    for base in bases:  # several defaults (e.g. one per host and data fraction): a block each
+        first = [f"{base} (default)"]
+        for t, m in cols:
+            key = (base, t, m)
+            first.append(
+                fmt(
+                    float(agg.loc[key, "mean"]),
+                    float(agg.loc[key, "std"]),
+                    int(agg.loc[key, "n"]),
+                    decimals(t, m),
+                )
+                if key in agg.index
+                else "–"
+            )
+        rows.append(first)
+        if base.endswith(REG_SUFFIX):  # the regularizer switched off, as one more "choice"
+            host = base.removesuffix(REG_SUFFIX)
+            off = comparisons[
+                (comparisons["dataset"] == dataset) & (comparisons["a"] == host) & (comparisons["b"] == base)
+            ]
+            if not off.empty:
+                rows.append([f"no regularizer ({host})", *cells(off, -1.0)])
+        for b, sub in comp[comp["a"].astype(str) == base].groupby("b", sort=True):
+            rows.append([f"{ABLATION}{str(b).split(ABLATION, 1)[1]}", *cells(sub, 1.0)])
+    around = (
+        f"the default `{bases[0]}`"
+        if len(bases) == 1
+        else "each default (" + ", ".join(f"`{b}`" for b in bases) + ")"
+    )
     return Table(
         header,
         rows,
         caption=(
-            f"{dataset}: ablations of the regularizer's open choices, one at a time around the default "
-            f"`{base}` (first row: mean ± std over seeds); every other row is variant − default with "
+            f"{dataset}: ablations of the regularizer's open choices, one at a time around {around} (its "
+            "row: mean ± std over seeds); every other row is variant − default with "
             "its 95 % interval (bootstrap over test images and paired seeds). " + SIG_NOTE
         ),
     )
