@@ -11,10 +11,12 @@ import yaml
 
 from mtl3d.engine.rundir import (
     RunDir,
+    exported_model_path,
     run_path,
     runs_root,
     search_path,
     searches_of,
+    variant_path,
     voted_genotype_path,
 )
 
@@ -50,6 +52,11 @@ def test_dvc_run_and_search_outputs_are_the_rundir_paths() -> None:
     retrained = voted_genotype_path(STUDY, DATASET, "${item.variant.search}")
     assert f"model.genotype={retrained} " in stages["train_searched"]["cmd"]
     assert f"--runs-root {runs_root(STUDY)} " in stages["collect"]["cmd"]
+    model = exported_model_path(STUDY, DATASET, "${item.variant}")
+    assert _outs(stages["export"]) == {model, model.removesuffix(".mtl3d") + ".md"}
+    assert stages["export"]["cmd"].startswith(
+        f"mtl3d export {variant_path(STUDY, DATASET, '${item.variant}')} "
+    )
 
 
 def test_every_run_path_in_dvc_yaml_is_one_of_the_rundir_paths() -> None:
@@ -60,6 +67,7 @@ def test_every_run_path_in_dvc_yaml_is_one_of_the_rundir_paths() -> None:
         SEARCH,
         f"{SEARCH}/{RunDir.GENOTYPE}",
         runs_root(STUDY),
+        variant_path(STUDY, DATASET, "${item.variant}"),
         searches_of(STUDY, DATASET, "${item.search.name}"),
         voted_genotype_path(STUDY, DATASET, "${item.search.name}"),
         voted_genotype_path(STUDY, DATASET, "${item.variant.search}"),
