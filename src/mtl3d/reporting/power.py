@@ -50,6 +50,24 @@ def seeds_needed(
     return math.inf
 
 
+def paired_spread(
+    summary: pd.DataFrame, dataset: str, task: str, metric: str
+) -> list[tuple[str, int, float, float, float]]:
+    """Per host with a ``+3d`` twin, from the per-seed paired differences ``metric(+3d) − metric(host)``:
+    ``(host, seeds, mean, sd, sd_hi)``, ``sd_hi`` the upper end of the sd's 80 % interval."""
+    sub = summary[(summary["dataset"] == dataset) & (summary["task"] == task) & (summary["metric"] == metric)]
+    values = sub.pivot_table(index="seed", columns="variant", values="value", aggfunc="mean")
+    out = []
+    for host, twin in regularizer_pairs(list(values.columns)):
+        d = (values[twin] - values[host]).dropna().to_numpy(dtype=float)
+        n = len(d)
+        sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
+        # upper end of the 80 % interval of σ from n−1 degrees of freedom: σ·sqrt((n−1)/χ²_{0.1, n−1})
+        sd_hi = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.1, n - 1)) if n >= 2 else math.nan
+        out.append((host, n, float(np.mean(d)) if n else math.nan, sd, sd_hi))
+    return out
+
+
 def seed_power_table(
     summary: pd.DataFrame,
     dataset: str,
@@ -62,22 +80,15 @@ def seed_power_table(
     """Per host with a ``+3d`` twin: seeds measured, mean and std of the paired seed differences, and the
     seeds needed to detect ``effect`` (in the metric's units) at the measured std and at its 80 % upper
     bound."""
-    sub = summary[(summary["dataset"] == dataset) & (summary["task"] == task) & (summary["metric"] == metric)]
-    values = sub.pivot_table(index="seed", columns="variant", values="value", aggfunc="mean")
     rows = []
-    for host, twin in regularizer_pairs(list(values.columns)):
-        d = (values[twin] - values[host]).dropna().to_numpy(dtype=float)
-        n = len(d)
-        sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
-        # upper end of the 80 % interval of σ from n−1 degrees of freedom: σ·sqrt((n−1)/χ²_{0.1, n−1})
-        sd_hi = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.1, n - 1)) if n >= 2 else math.nan
+    for host, n, mean, sd, sd_hi in paired_spread(summary, dataset, task, metric):
         rows.append(
             {
                 "host": host,
                 "task": task,
                 "metric": metric,
                 "seeds": n,
-                "mean_diff": float(np.mean(d)) if n else math.nan,
+                "mean_diff": mean,
                 "sd_diff": sd,
                 "effect": effect,
                 "seeds_needed": seeds_needed(effect, sd, alpha, power),
@@ -129,19 +140,13 @@ def seed_interval_table(
     """Per host with a ``+3d`` twin: the spread of the per-seed paired differences (Δm by default), the
     half-width of the t interval it gives at the seeds measured, and the seeds a ``±halfwidth`` interval
     needs at that spread and at the upper end of the spread's 80 % interval."""
-    sub = summary[(summary["dataset"] == dataset) & (summary["task"] == task) & (summary["metric"] == metric)]
-    values = sub.pivot_table(index="seed", columns="variant", values="value", aggfunc="mean")
     rows = []
-    for host, twin in regularizer_pairs(list(values.columns)):
-        d = (values[twin] - values[host]).dropna().to_numpy(dtype=float)
-        n = len(d)
-        sd = float(np.std(d, ddof=1)) if n >= 2 else math.nan
-        sd_hi = sd * math.sqrt((n - 1) / stats.chi2.ppf(0.1, n - 1)) if n >= 2 else math.nan
+    for host, n, mean, sd, sd_hi in paired_spread(summary, dataset, task, metric):
         rows.append(
             {
                 "host": host,
                 "seeds": n,
-                "mean_diff": float(np.mean(d)) if n else math.nan,
+                "mean_diff": mean,
                 "sd_diff": sd,
                 "halfwidth": interval_halfwidth(n, sd, alpha),
                 "target": halfwidth,

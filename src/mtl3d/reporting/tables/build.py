@@ -290,6 +290,11 @@ def ablation_table(summary: pd.DataFrame, dataset: str, comparisons: pd.DataFram
     )
 
 
+def _seed_count(x: float) -> str:
+    """A number of seeds as a table shows it ('–' unknown, '> 10000' beyond the search's cap)."""
+    return "–" if math.isnan(x) else ("> 10000" if math.isinf(x) else str(int(x)))
+
+
 def power_table(summary: pd.DataFrame, dataset: str, effect: float = 1.0) -> Table | None:
     """Seeds needed to detect ``effect`` mIoU points of the regularizer per host (``power.seed_power_table``);
     None when the dataset has no semseg or fewer than two paired seeds."""
@@ -298,17 +303,14 @@ def power_table(summary: pd.DataFrame, dataset: str, effect: float = 1.0) -> Tab
     if df.empty:
         return None
 
-    def n(x: float) -> str:
-        return "–" if math.isnan(x) else ("> 10000" if math.isinf(x) else str(int(x)))
-
     rows = [
         [
             r.host,
             str(r.seeds),
             f"{r.mean_diff:+.2f}",
             f"{r.sd_diff:.2f}",
-            n(r.seeds_needed),
-            n(r.seeds_needed_sd80),
+            _seed_count(r.seeds_needed),
+            _seed_count(r.seeds_needed_sd80),
         ]
         for r in df.itertuples()
     ]
@@ -339,9 +341,6 @@ def interval_table(summary: pd.DataFrame, dataset: str, halfwidth: float = 1.5) 
     if df.empty:
         return None
 
-    def n(x: float) -> str:
-        return "–" if math.isnan(x) else ("> 10000" if math.isinf(x) else str(int(x)))
-
     rows = [
         [
             r.host,
@@ -349,8 +348,8 @@ def interval_table(summary: pd.DataFrame, dataset: str, halfwidth: float = 1.5) 
             f"{r.mean_diff:+.2f}",
             f"{r.sd_diff:.2f}",
             f"±{r.halfwidth:.2f}",
-            n(r.seeds_needed),
-            n(r.seeds_needed_sd80),
+            _seed_count(r.seeds_needed),
+            _seed_count(r.seeds_needed_sd80),
         ]
         for r in df.itertuples()
     ]
