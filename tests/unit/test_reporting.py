@@ -800,3 +800,41 @@ def test_interval_seeds_from_the_t_distribution() -> None:
     assert interval_halfwidth(9, 2.0) == pytest.approx(2.3060 * 2 / 3, rel=1e-4)
     assert seeds_for_interval(1.5, 2.0) == 10
     assert seeds_for_interval(1.5, 0.0) == 2 and math.isnan(seeds_for_interval(1.5, math.nan))
+
+
+def test_training_steps_come_from_the_config_each_run_trains_with(tmp_path: Path) -> None:
+    """The train rule's priority: a variant's iters, else the dataset's train options', else the
+    config default; a recipe (`config:`) counts as on the command line."""
+    from mtl3d.config import TrainConfig
+    from mtl3d.reporting.study import training_steps
+
+    evidence = training_steps(load_study(REPO / "config" / "evidence.yaml"), REPO)
+    assert evidence[("synthrooms", "mtinet-f100+3d@flat")] == 350
+    assert evidence[("synthrooms", "mtl-f10")] == 150
+    (tmp_path / "recipe.yaml").write_text("iters: 7\n")
+    study = {
+        "study": "x",
+        "datasets": [{"name": "synthrooms", "train": {"iters": 40}}, {"name": "nyud"}],
+        "variants": [
+            {"name": "a", "args": {"model": "mtl"}},
+            {"name": "b", "args": {"model": "mtl", "iters": 90}},
+            {"name": "c", "args": {"model": "mtl", "config": "recipe.yaml"}},
+        ],
+    }
+    steps = training_steps(study, tmp_path)
+    assert steps[("synthrooms", "a")] == 40
+    assert steps[("synthrooms", "b")] == 90
+    assert steps[("nyud", "a")] == TrainConfig().iters
+    assert steps[("nyud", "c")] == 7
+
+
+def test_variant_colors_are_distinct_and_never_grey() -> None:
+    """The train-vs-val panels draw the training loss near-black: no variant may be grey, and past
+    seaborn's 10 colours no two variants may share one."""
+    from mtl3d.reporting.figures.style import variant_colors
+
+    for n in (1, 9, 12, 30):
+        colors = list(variant_colors([f"v{i}" for i in range(n)]).values())
+        assert len(colors) == n
+        assert len({tuple(np.round(c, 3)) for c in colors}) == n
+        assert all(np.ptp(c) > 0.1 for c in colors)  # grey: r == g == b

@@ -16,6 +16,7 @@ from mtl3d.engine.rundir import (
     variant_path,
     voted_genotype_path,
 )
+from mtl3d.reporting.study import training_steps
 
 STUDY = config["study"]
 DATASETS = {d["name"]: d for d in config["datasets"]}
@@ -31,6 +32,9 @@ RUN = run_path("{study}", "{dataset}", "{variant}", "{seed}")
 SEARCH = search_path("{study}", "{dataset}", "{search}", "{seed}")
 VOTED_GENOTYPE = voted_genotype_path("{study}", "{dataset}", "{search}")
 EXPORTED_MODEL = exported_model_path("{study}", "{dataset}", "{variant}")
+# Trainings start longest first (the train rule's priority), so short jobs fill the cores at the end
+# instead of one long training running alone while the others idle.
+TRAIN_STEPS = training_steps(config, Path(workflow.basedir))
 # Variants whose best seed the export stage writes as a model file (none unless the study lists some).
 EXPORT = list(config.get("export", []))
 
@@ -113,6 +117,10 @@ def prepare_options(wildcards):
 def genotype_file(study, dataset, search):
     """A search's voted genotype (dvc.yaml's vote and train_searched stages spell the same path)."""
     return voted_genotype_path(study, dataset, search)
+
+
+def train_priority(wildcards):
+    return TRAIN_STEPS[(wildcards.dataset, wildcards.variant)]
 
 
 def train_options(wildcards):

@@ -19,6 +19,7 @@ rule train:
     log:
         "logs/{study}/train/{dataset}/{variant}/seed{seed}.log",
     threads: TRAIN_THREADS
+    priority: train_priority
     resources:
         gpu=GPUS_PER_JOB,
     shell:

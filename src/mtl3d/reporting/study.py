@@ -230,6 +230,21 @@ def check_run_configs(study: dict[str, Any], root: Path | None) -> None:
                 raise UserError(f"study {study['study']}: dataset {d['name']}, {where}: {e}") from None
 
 
+def training_steps(study: dict[str, Any], root: Path | None) -> dict[tuple[str, str], int]:
+    """Each (dataset, variant)'s training steps, from the config its runs train with.
+
+    The workflow starts the longest trainings first (the train rule's priority), so that at the end short
+    jobs fill the cores instead of one long training running alone while the others idle.
+    """
+    return {
+        (d["name"], v["name"]): _run_config(
+            [{"dataset": d["name"]}, d.get("train", {}), v["args"]], root
+        ).iters
+        for d in study["datasets"]
+        for v in all_variants(study)
+    }
+
+
 def check_config_files(study: dict[str, Any], root: Path | None) -> None:
     """Every ``config:`` (a train recipe) that a dataset or variant names exists and is a valid config.
 

@@ -12,7 +12,7 @@ from mtl3d.engine.validation import VAL_PREFIX
 from mtl3d.reporting.collect import ALL_TASKS, DELTA, GAIN
 from mtl3d.reporting.curves import TRAIN_LOSS, VAL_LOSS, learning_curves, read_training_logs
 from mtl3d.reporting.figures.forest import forest_figure
-from mtl3d.reporting.figures.style import save_figure, theme
+from mtl3d.reporting.figures.style import save_figure, theme, variant_colors
 from mtl3d.reporting.labels import TASK_LABELS, ordered_tasks, variant_order
 from mtl3d.reporting.study import ABLATION
 from mtl3d.tasks import TASKS
@@ -105,7 +105,7 @@ def task_gain_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl"
         errorbar="sd",
         capsize=0.1,
         ax=ax,
-        palette="deep",
+        palette=variant_colors(order),
     )
     ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks])
     ax.axhline(0.0, color="0.3", lw=0.8)
@@ -147,7 +147,7 @@ def training_curves_figure(logs: pd.DataFrame, dataset: str, reference: str = "s
             marker="o" if few_points else None,
             ax=ax,
             legend=(k == 0),
-            palette="deep",
+            palette=variant_colors(order),
         )
         ax.set_title(s, fontsize="small")
         ax.set_ylabel("")
@@ -194,7 +194,7 @@ def learning_curves_figure(curves: pd.DataFrame, dataset: str, reference: str = 
     loss_rows = -(-len(order) // ncol)
     fig = Figure(figsize=(3.0 * ncol, 2.5 * (1 + loss_rows)), layout="constrained")
     axes = fig.subplots(1 + loss_rows, ncol, squeeze=False)
-    palette = dict(zip(order, sns.color_palette("deep", len(order)), strict=True))
+    palette = variant_colors(order)
     for k, s in enumerate(metrics):
         ax = axes[0][k]
         task, metric = s.split("/")[1:3]
@@ -227,7 +227,10 @@ def learning_curves_figure(curves: pd.DataFrame, dataset: str, reference: str = 
             y="value",
             hue="series",
             hue_order=[TRAIN_LOSS, VAL_LOSS],
-            palette=["0.55", palette[v]],
+            style="series",
+            style_order=[TRAIN_LOSS, VAL_LOSS],
+            dashes={TRAIN_LOSS: (2, 2), VAL_LOSS: ""},
+            palette=["0.15", palette[v]],
             errorbar="sd",
             ax=ax,
             legend=(k == 0),

@@ -31,6 +31,19 @@ def theme() -> None:
     sns.set_theme(style="whitegrid", context="paper")
 
 
+def variant_colors(variants: list[str]) -> dict[str, tuple[float, float, float]]:
+    """A distinct colour per variant, none of them grey (a cycled palette would give two variants one
+    colour): seaborn's "deep" while its 9 non-grey colours suffice, then matplotlib's "tab20" pairs (18
+    without its grey pair), then evenly spaced husl hues."""
+    import seaborn as sns
+
+    deep = [c for i, c in enumerate(sns.color_palette("deep", 10)) if i != 7]  # 7: deep's grey
+    tab20 = [c for i, c in enumerate(sns.color_palette("tab20", 20)) if i not in (14, 15)]  # greys
+    n = len(variants)
+    colors = deep if n <= len(deep) else tab20 if n <= len(tab20) else sns.color_palette("husl", n)
+    return dict(zip(variants, colors, strict=False))
+
+
 def class_colors(n: int) -> np.ndarray:
     """A fixed, distinguishable RGB palette (uint8, n x 3): seaborn's husl hues, lightness cycled."""
     import seaborn as sns
