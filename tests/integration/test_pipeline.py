@@ -225,6 +225,11 @@ def test_published_results_regenerate_from_their_runs(smoke: dict, tmp_path: Pat
     assert (out / "runs/synthrooms/mtl+3d/seed0/metrics.json").is_file()
     assert not list(out.rglob("*.pt")) and not list(out.rglob("per_image.npz"))
     assert (out / "figures/learning_curves_synthrooms.png").is_file()
+    readme = (out / "README.md").read_text()
+    assert "snakemake --cores 2" in readme and info["code_version"] in readme
+    links = re.findall(r"\]\(([^)]+)\)", readme)
+    assert "figures/learning_curves_synthrooms.png" in links and "tables/synthrooms.md" in links
+    assert all((out / link).is_file() for link in links)
     regenerated = regenerate(out, tmp_path / "again", "smoke", _SMOKE["reference"])
     assert same_tables(out, regenerated, tmp_path / "again") == []
     # a changed metric is caught

@@ -6,7 +6,8 @@ a test can check that the committed tables are what the committed runs give.
 What is copied: ``summary.csv``, ``comparisons.csv``, ``learning_curves.csv``, ``delta_m.csv``, the
 Markdown tables, the PNG figures, and per run ``metrics.json``, ``train_log.csv`` and ``config.yaml``
 (a few kB each). Not copied: checkpoints, predictions and ``per_image.npz`` (the image-level statistics
-behind the comparisons' intervals; ``comparisons.csv`` keeps their result).
+behind the comparisons' intervals; ``comparisons.csv`` keeps their result). A ``README.md`` (the
+provenance, links to the tables, the figures inline) makes the folder readable on a code host.
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ from mtl3d.reporting.curves import write_learning_curves
 from mtl3d.reporting.reported import load_reported
 from mtl3d.reporting.tables import write_all_tables
 
-STUDY_FILES = ("summary.csv", "comparisons.csv", "learning_curves.csv", "delta_m.csv")
 RUN_FILES = (RunDir.METRICS, RunDir.TRAIN_LOG, RunDir.CONFIG)
 RUNS, TABLES, FIGURES = "runs", "tables", "figures"
 PROVENANCE = "provenance.json"
+README = "README.md"
+# The study's files that are published, and what a reader finds in each.
+STUDY_FILES = {
+    "summary.csv": "one row per run x metric, with Δm and per-task gains against the reference",
+    "comparisons.csv": "paired differences of variants (per task and in Δm), 95 % intervals, p-values",
+    "learning_curves.csv": "the validation metrics and train vs validation loss per run and step",
+    "delta_m.csv": "Δm per run",
+}
 
 
 def publish(
@@ -72,7 +80,45 @@ def publish(
         "runs": len(runs),
     }
     atomic_write_text(out / PROVENANCE, json.dumps(info, indent=1) + "\n")
-    return [*written, out / PROVENANCE]
+    atomic_write_text(out / README, index_markdown(info, out))
+    return [*written, out / PROVENANCE, out / README]
+
+
+def index_markdown(info: dict[str, Any], out: Path) -> str:
+    """The published folder's README: where the results came from, then links to its tables and its
+    figures shown inline, so the folder reads on a code host without opening the CSVs."""
+    machine = info["machine"]
+    lines = [
+        f"# Results of the `{info['study']}` study",
+        "",
+        "Written by `mtl3d report publish`; `provenance.json` holds the same record. "
+        "`tests/unit/test_committed_results.py` rebuilds the summary, the learning curves and every table "
+        "below from the per-run files in `runs/` with the project's code.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| command | `{info['command']}` |",
+        f"| code version | `{info['code_version']}` |",
+        f"| date | {info['date']} |",
+        f"| machine | {machine['platform']}, {machine['processor']}, Python {machine['python']} |",
+        f"| wall time | {info['wall_time']} |",
+        f"| runs | {info['runs']} |",
+    ]
+    if info.get("note"):
+        lines += ["", f"Note: {info['note']}"]
+    lines += ["", "## Tables", ""]
+    lines += [f"- [{p.stem}]({TABLES}/{p.name})" for p in sorted((out / TABLES).glob("*.md"))]
+    lines += ["", "## Figures", ""]
+    for p in sorted((out / FIGURES).glob("*.png")):
+        lines += [f"### {p.stem}", "", f"![{p.stem}]({FIGURES}/{p.name})", ""]
+    lines += ["## Files", ""]
+    lines += [f"- [`{name}`]({name}): {text}" for name, text in STUDY_FILES.items()]
+    lines += [
+        f"- `{RUNS}/DATASET/VARIANT/seedN/`: each run's `metrics.json` (test metrics, parameters, timing), "
+        "`train_log.csv` (losses and validation metrics per step) and `config.yaml` (the resolved config)",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def regenerate(published: str | Path, out: str | Path, study: str, reference: str) -> list[Path]:
