@@ -18,6 +18,14 @@ from mtl3d.reporting.study import ABLATION
 from mtl3d.tasks import TASKS
 
 
+def _no_data(fig: Figure, text: str) -> Figure:
+    """A figure that says in words what is missing instead of drawing empty axes."""
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
 def delta_m_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl") -> Figure:
     """Δm per model without / with the regularizer: bars = mean, error bars = std over seeds, dots = seeds."""
     import seaborn as sns
@@ -28,18 +36,9 @@ def delta_m_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl") 
     ]
     d = d[d["variant"] != reference].copy()
     fig = Figure(figsize=(2.4 + 0.9 * max(1, d["model"].nunique()), 3.0), layout="constrained")
-    ax = fig.add_subplot()
     if d.empty:
-        ax.text(
-            0.5,
-            0.5,
-            f"no Δm for {dataset}\n(needs {reference} runs and other variants)",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
-        ax.set_axis_off()
-        return fig
+        return _no_data(fig, f"no Δm for {dataset}\n(needs {reference} runs and other variants)")
+    ax = fig.add_subplot()
     d["3D-aware regularizer"] = np.where(d["regularizer"].astype(bool), "on", "off")
     order = variant_order(list(d["variant"].unique()), reference)
     models = list(dict.fromkeys(d.drop_duplicates("variant").set_index("variant").loc[order, "model"]))
@@ -86,13 +85,9 @@ def task_gain_figure(summary: pd.DataFrame, dataset: str, reference: str = "stl"
         (summary["dataset"] == dataset) & (summary["metric"] == GAIN) & (summary["variant"] != reference)
     ]
     fig = Figure(figsize=(1.5 + 1.2 * max(1, d["task"].nunique()), 3.0), layout="constrained")
-    ax = fig.add_subplot()
     if d.empty:
-        ax.text(
-            0.5, 0.5, f"no per-task gains for {dataset}", ha="center", va="center", transform=ax.transAxes
-        )
-        ax.set_axis_off()
-        return fig
+        return _no_data(fig, f"no per-task gains for {dataset}")
+    ax = fig.add_subplot()
     tasks = ordered_tasks(d["task"])
     order = variant_order(list(d["variant"].unique()), reference)
     sns.barplot(
@@ -128,10 +123,7 @@ def training_curves_figure(logs: pd.DataFrame, dataset: str, reference: str = "s
     nrow = (n + ncol - 1) // ncol
     fig = Figure(figsize=(3.0 * ncol, 2.4 * nrow), layout="constrained")
     if d.empty:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, f"no train_log.csv for {dataset}", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return fig
+        return _no_data(fig, f"no train_log.csv for {dataset}")
     order = variant_order(list(d["variant"].unique()), reference)
     axes = fig.subplots(nrow, ncol, squeeze=False)
     few_points = d["step"].nunique() <= 20  # a line through one or two points is invisible
@@ -156,13 +148,6 @@ def training_curves_figure(logs: pd.DataFrame, dataset: str, reference: str = "s
     for k in range(len(series), nrow * ncol):
         axes[k // ncol][k % ncol].set_axis_off()
     fig.suptitle(f"{dataset}: training losses")
-    return fig
-
-
-def _no_data(fig: Figure, text: str) -> Figure:
-    ax = fig.add_subplot()
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
-    ax.set_axis_off()
     return fig
 
 
