@@ -22,3 +22,23 @@ def test_committed_tables_regenerate_from_the_committed_runs(study: str, tmp_pat
     assert info["runs"] == len(spec["datasets"]) * len(spec["variants"]) * len(spec["seeds"])
     regenerated = regenerate(published, tmp_path, study, spec["reference"])
     assert same_tables(published, regenerated, tmp_path) == []
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def test_readme_quotes_the_committed_evidence() -> None:
+    """The README's answer is the committed study's: each host's `+3d − host` Δm with its interval, and
+    the range of the capacity controls' Δm, as the committed comparisons give them."""
+    import pandas as pd
+
+    readme = (REPO / "README.md").read_text()
+    comp = pd.read_csv(REPO / "docs" / "results" / "evidence" / "comparisons.csv")
+    dm = comp[comp["metric"] == "delta_m"]
+    effects = dm[dm["b"] == dm["a"] + "+3d"]
+    controls = dm[dm["b"] == dm["a"] + "@flat"]
+    assert len(effects) == len(controls) == 4
+    for r in effects.itertuples():
+        assert f"{_signed(r.diff)} [{_signed(r.ci_low)}, {_signed(r.ci_high)}]" in readme, r.host
+    assert f"{_signed(controls['diff'].min())} to {_signed(controls['diff'].max())}" in readme
