@@ -601,6 +601,10 @@ def test_notebooks_are_clean_and_parameterised() -> None:
     import nbformat
 
     for nb_path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        # every cell has a stable id (nbformat 4.5; reading fills missing ones with random ids and warns)
+        assert all("id" in c for c in json.loads(nb_path.read_text())["cells"]), (
+            f"{nb_path}: a cell has no id"
+        )
         nb = nbformat.read(nb_path, as_version=4)
         assert nb.metadata["kernelspec"]["name"] == "python3", nb_path
         code = [c for c in nb.cells if c.cell_type == "code"]
