@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl3d.reporting.publish import read_provenance, regenerate, same_tables
+from mtl3d.reporting.publish import README, index_markdown, read_provenance, regenerate, same_tables
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHED = ["evidence"]
@@ -22,6 +22,7 @@ def test_committed_tables_regenerate_from_the_committed_runs(study: str, tmp_pat
     assert info["runs"] == len(spec["datasets"]) * len(spec["variants"]) * len(spec["seeds"])
     regenerated = regenerate(published, tmp_path, study, spec["reference"])
     assert same_tables(published, regenerated, tmp_path) == []
+    assert (published / README).read_text() == index_markdown(info, published)
 
 
 def _signed(x: float) -> str:

@@ -91,9 +91,10 @@ def index_markdown(info: dict[str, Any], out: Path) -> str:
     lines = [
         f"# Results of the `{info['study']}` study",
         "",
-        "Written by `mtl3d report publish`; `provenance.json` holds the same record. "
-        "`tests/unit/test_committed_results.py` rebuilds the summary, the learning curves and every table "
-        "below from the per-run files in `runs/` with the project's code.",
+        "Written by `mtl3d report publish`; `provenance.json` holds the same record. The summary, the "
+        "learning curves and every table below are rebuilt from the per-run files in `runs/` by "
+        "`mtl3d.reporting.publish.regenerate` (for the studies published in the repository, "
+        "`tests/unit/test_committed_results.py` checks that they come out the same).",
         "",
         "| | |",
         "|---|---|",
