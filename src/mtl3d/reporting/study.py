@@ -209,6 +209,12 @@ def _run_config(option_blocks: list[dict[str, Any]], root: Path | None) -> Any:
     return C.load(path, C.apply_sets(over, sets))
 
 
+def _option_blocks(dataset: dict[str, Any], args: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's options in the order the workflow writes them: the dataset, its train options, then the
+    variant's (or search's) own."""
+    return [{"dataset": dataset["name"]}, dataset.get("train", {}), args]
+
+
 def check_run_configs(study: dict[str, Any], root: Path | None) -> None:
     """Each dataset is a registered one, and each (dataset, variant) and (dataset, search) gives a valid
     config, checked as ``mtl3d train`` checks it."""
@@ -225,7 +231,7 @@ def check_run_configs(study: dict[str, Any], root: Path | None) -> None:
         ]
         for where, args in entries:
             try:
-                _run_config([{"dataset": d["name"]}, d.get("train", {}), args], root)
+                _run_config(_option_blocks(d, args), root)
             except UserError as e:
                 raise UserError(f"study {study['study']}: dataset {d['name']}, {where}: {e}") from None
 
@@ -237,9 +243,7 @@ def training_steps(study: dict[str, Any], root: Path | None) -> dict[tuple[str, 
     jobs fill the cores instead of one long training running alone while the others idle.
     """
     return {
-        (d["name"], v["name"]): _run_config(
-            [{"dataset": d["name"]}, d.get("train", {}), v["args"]], root
-        ).iters
+        (d["name"], v["name"]): _run_config(_option_blocks(d, v["args"]), root).iters
         for d in study["datasets"]
         for v in all_variants(study)
     }
